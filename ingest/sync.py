@@ -1,0 +1,477 @@
+"""Folder sync: bring a collection in line with the files on disk.
+
+The store is the manifest. Every chunk's payload carries `file_path`, `file_hash` and `chunk_count`,
+so the state of a file is read back from Qdrant itself, never from a side file that could disagree
+with it after a crash:
+
+- complete: exactly one hash stored for the path and `chunk_count` points of it -> skip if unchanged
+- partial (a crash mid-file) or several versions (a crash between upsert and cleanup) -> redo
+
+Writing a file is ordered so that a kill -9 at any point is repaired by the next run: upsert the new
+version's points (ids are uuid5(path, hash, index), so a redo overwrites instead of duplicating), then
+delete every other version of that path. A file that fails to parse keeps its previous chunks.
+
+Parsing runs in a worker thread while the main thread embeds, so the CPU-bound model never waits
+for the parser (torch releases the GIL during inference).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import queue
+import threading
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from tqdm import tqdm
+
+from ingest.chunking import Chunker, ChunkDraft
+from ingest.loaders import ParsedDocument, parse_file, supported
+from rag.config import Settings
+from rag.errors import ParseError, RagError
+from rag.lexical import BM25Encoder
+from rag.models import Chunk
+from rag.store import CollectionInfo, Store, StoredPoint
+
+log = logging.getLogger(__name__)
+
+CHUNK_NAMESPACE = uuid.UUID("6f1c9d4e-58a7-4a39-9a53-3c0d2f6f0b11")
+MANIFEST_FIELDS = ["file_path", "file_hash", "chunk_count", "file_type", "acl"]
+
+
+def chunk_id(file_path: str, file_hash: str, chunk_index: int) -> str:
+    """Stable point id: the same file version and chunk always map to the same id."""
+    return str(uuid.uuid5(CHUNK_NAMESPACE, f"{file_path}\x00{file_hash}\x00{chunk_index}"))
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes, streamed."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class StoredFile:
+    """What the store holds for one path: stored point counts per file hash and expected counts."""
+
+    counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    expected: dict[str, int] = field(default_factory=dict)
+
+    def complete_hash(self) -> str | None:
+        """The hash of the one complete version, or None if partial or several versions exist."""
+        if len(self.counts) != 1:
+            return None
+        (file_hash, count), = self.counts.items()
+        return file_hash if count == self.expected.get(file_hash) else None
+
+
+def read_manifest(store: Store) -> dict[str, StoredFile]:
+    """Per-path state derived from the payloads in the store."""
+    manifest: dict[str, StoredFile] = defaultdict(StoredFile)
+    if store.info() is None:
+        return {}
+    for _id, payload, _vec in store.iter_payloads(fields=["file_path", "file_hash", "chunk_count"]):
+        entry = manifest[payload["file_path"]]
+        entry.counts[payload["file_hash"]] += 1
+        entry.expected[payload["file_hash"]] = int(payload["chunk_count"])
+    return dict(manifest)
+
+
+@dataclass
+class FileOutcome:
+    """The result for one file, as shown in the summary."""
+
+    path: str
+    status: str  # indexed | skipped | failed | removed | unsupported | ignored (symlink not followed)
+    reason: str = ""
+    chunks: int = 0
+    pages: int | None = None
+    needs_ocr: bool = False
+
+
+@dataclass
+class IngestReport:
+    """Summary of one ingest run (printed, or emitted as JSON with --json)."""
+
+    collection: str
+    files_seen: int = 0
+    indexed: int = 0
+    skipped: int = 0
+    failed: int = 0
+    removed: int = 0
+    unsupported: int = 0
+    ignored: int = 0
+    chunks_added: int = 0
+    chunks_removed: int = 0
+    pages: int = 0
+    seconds: float = 0.0
+    chunks_per_s: float = 0.0
+    pages_per_s: float = 0.0
+    needs_ocr: list[str] = field(default_factory=list)
+    failures: list[dict[str, str]] = field(default_factory=list)
+    timings_s: dict[str, float] = field(default_factory=dict)
+    files: list[FileOutcome] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def add(self, outcome: FileOutcome) -> None:
+        """Count one file outcome into the totals."""
+        self.files.append(outcome)
+        if outcome.status == "indexed":
+            self.indexed += 1
+            self.chunks_added += outcome.chunks
+            self.pages += outcome.pages or 0
+        elif outcome.status == "skipped":
+            self.skipped += 1
+        elif outcome.status == "failed":
+            self.failed += 1
+            self.failures.append({"file": outcome.path, "reason": outcome.reason})
+            if outcome.needs_ocr:
+                self.needs_ocr.append(outcome.path)
+        elif outcome.status == "removed":
+            self.removed += 1
+        elif outcome.status == "unsupported":
+            self.unsupported += 1
+        elif outcome.status == "ignored":
+            self.ignored += 1
+
+    def summary_lines(self) -> list[str]:
+        """Human-readable summary for stderr."""
+        lines = [
+            f"collection {self.collection}: {self.files_seen} files seen, {self.indexed} indexed, "
+            f"{self.skipped} unchanged, {self.failed} failed, {self.removed} removed, "
+            f"{self.unsupported} unsupported",
+            f"chunks: +{self.chunks_added} -{self.chunks_removed}; {self.seconds:.1f}s, "
+            f"{self.chunks_per_s:.1f} chunks/s, {self.pages_per_s:.1f} pages/s",
+        ]
+        lines += [f"  failed: {f['file']}: {f['reason']}" for f in self.failures]
+        if self.ignored:
+            lines.append(f"  {self.ignored} symbolic link(s) not followed (RAG_FOLLOW_SYMLINKS=true follows them)")
+        if self.needs_ocr:
+            lines.append(f"  {len(self.needs_ocr)} file(s) have no text layer and would need OCR")
+        return lines
+
+
+def discover_files(paths: Iterable[str | os.PathLike[str]], follow_symlinks: bool = False,
+                   ignored: list[Path] | None = None) -> tuple[list[Path], list[Path]]:
+    """Files under the given paths, as (files, roots). Roots are resolved absolute paths.
+
+    Symlinks are not followed unless asked (a link can point outside the folder or form a loop);
+    the links left out are appended to `ignored` so the report can say why they were not indexed.
+    With follow_symlinks, directories already visited are skipped so loops terminate.
+    Hidden files and folders (".git", ".rag") are skipped.
+    """
+    files: list[Path] = []
+    roots: list[Path] = []
+    seen_dirs: set[str] = set()
+    for raw in paths:
+        root = Path(raw).expanduser()
+        if not root.exists():
+            raise RagError(f"{raw}: no such file or folder")
+        root = root.resolve()
+        roots.append(root)
+        if root.is_file():
+            files.append(root)
+            continue
+        for dirpath, dirnames, filenames in os.walk(root, followlinks=follow_symlinks):
+            real = os.path.realpath(dirpath)
+            if real in seen_dirs:
+                dirnames[:] = []
+                continue
+            seen_dirs.add(real)
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            if not follow_symlinks and ignored is not None:  # os.walk lists linked dirs but won't enter them
+                ignored.extend(Path(dirpath) / d for d in dirnames if (Path(dirpath) / d).is_symlink())
+            for name in sorted(filenames):
+                if name.startswith("."):
+                    continue
+                path = Path(dirpath) / name
+                if path.is_symlink() and not follow_symlinks:
+                    if ignored is not None:
+                        ignored.append(path.absolute())
+                    continue
+                if not path.is_file():
+                    continue
+                files.append(path if follow_symlinks else path.absolute())
+    return sorted(set(files)), roots
+
+
+def _under_roots(path: str, roots: list[Path]) -> bool:
+    candidate = Path(path)
+    return any(candidate == root or root in candidate.parents for root in roots)
+
+
+@dataclass
+class _Parsed:
+    path: Path
+    file_hash: str
+    doc: ParsedDocument | None
+    drafts: list[ChunkDraft]
+    error: ParseError | None = None
+    parse_s: float = 0.0
+    chunk_s: float = 0.0
+
+
+class FolderSync:
+    """Runs one ingest: discover, diff against the store, parse/chunk/embed/upsert, clean up."""
+
+    def __init__(self, settings: Settings, store: Store, embedder, acl: list[str] | None = None,
+                 progress: bool = True) -> None:
+        self.settings = settings
+        self.store = store
+        self.embedder = embedder
+        self.acl = sorted(set(acl or settings.default_acl))
+        self.progress = progress
+        self.chunker = Chunker(embedder.count_tokens, min(settings.chunk_tokens, embedder.max_tokens - 2),
+                               settings.chunk_overlap_tokens)
+        self.timings: dict[str, float] = defaultdict(float)
+        self.bm25: BM25Encoder | None = None
+
+    # -- collection -----------------------------------------------------------------------------
+    def _ensure_collection(self, sample_texts: list[str]) -> None:
+        """Create the collection on first write, recording the model and BM25 parameters."""
+        info = self.store.info()
+        if info is not None:
+            self.store.check_compatible(self.embedder.model_name, self.embedder.dimension)
+            self.bm25 = BM25Encoder(info.bm25_k1, info.bm25_b, info.bm25_avg_doc_len, info.bm25_language)
+            return
+        probe = BM25Encoder(self.settings.bm25_k1, self.settings.bm25_b, 100.0, self.settings.bm25_language)
+        lengths = [len(probe.tokenize(t)) for t in sample_texts] or [100]
+        # BM25 length normalisation needs the average document length; it is fixed at creation
+        # (recorded in the collection) because stored term weights were computed with it.
+        avg_len = max(1.0, sum(lengths) / len(lengths))
+        info = CollectionInfo(
+            name=self.settings.collection,
+            embed_model=self.embedder.model_name,
+            dimension=self.embedder.dimension,
+            bm25_k1=self.settings.bm25_k1,
+            bm25_b=self.settings.bm25_b,
+            bm25_avg_doc_len=avg_len,
+            bm25_language=self.settings.bm25_language,
+            created_at=_now(),
+        )
+        self.store.create(info)
+        self.bm25 = BM25Encoder(info.bm25_k1, info.bm25_b, info.bm25_avg_doc_len, info.bm25_language)
+
+    # -- parsing (worker thread) ----------------------------------------------------------------
+    def _parse_worker(self, jobs: list[tuple[Path, str]], out: "queue.Queue[_Parsed | None]") -> None:
+        for path, file_hash in jobs:
+            started = time.perf_counter()
+            try:
+                doc = parse_file(path, self.settings)
+                parsed_at = time.perf_counter()
+                drafts = self.chunker.chunk(doc)
+                if not drafts:
+                    raise ParseError(f"{path}: no text to index after chunking")
+                out.put(_Parsed(path, file_hash, doc, drafts, parse_s=parsed_at - started,
+                                chunk_s=time.perf_counter() - parsed_at))
+            except ParseError as exc:
+                out.put(_Parsed(path, file_hash, None, [], error=exc, parse_s=time.perf_counter() - started))
+            except Exception as exc:  # a parser bug must not stop the run
+                log.exception("unexpected error parsing %s", path)
+                out.put(_Parsed(path, file_hash, None, [], error=ParseError(f"{path}: {type(exc).__name__}: {exc}"),
+                                parse_s=time.perf_counter() - started))
+        out.put(None)
+
+    # -- main -----------------------------------------------------------------------------------
+    def run(self, paths: Iterable[str | os.PathLike[str]]) -> IngestReport:
+        started = time.perf_counter()
+        report = IngestReport(collection=self.settings.collection)
+        links: list[Path] = []
+        files, roots = discover_files(paths, self.settings.follow_symlinks, links)
+        report.files_seen = len(files)
+        for link in links:
+            report.add(FileOutcome(str(link), "ignored", "symbolic link not followed (set RAG_FOLLOW_SYMLINKS=true "
+                                                         "or pass --follow-symlinks to index its target)"))
+        if self.store.info() is not None:
+            # Fail before touching anything: a collection is only ever written by its own model.
+            self._ensure_collection([])
+        manifest = read_manifest(self.store)
+
+        jobs: list[tuple[Path, str]] = []
+        present: set[str] = set()
+        for path in files:
+            key = str(path)
+            present.add(key)
+            if not supported(path):
+                report.add(FileOutcome(key, "unsupported", f"unsupported file type '{path.suffix or 'none'}'"))
+                continue
+            try:
+                file_hash = file_sha256(path)
+            except OSError as exc:
+                report.add(FileOutcome(key, "failed", f"cannot read: {exc.strerror or exc}"))
+                continue
+            stored = manifest.get(key)
+            if stored is not None and stored.complete_hash() == file_hash:
+                report.add(FileOutcome(key, "skipped", "unchanged"))
+                continue
+            jobs.append((path, file_hash))
+
+        # Files that disappeared from the synced folders lose their chunks.
+        for stored_path, stored in manifest.items():
+            if stored_path not in present and _under_roots(stored_path, roots) and not Path(stored_path).exists():
+                removed = self.store.delete_file(stored_path)
+                report.chunks_removed += removed
+                report.add(FileOutcome(stored_path, "removed", "file no longer exists", chunks=removed))
+
+        if jobs:
+            self._index(jobs, report, manifest)
+        self.store.flush()
+        report.seconds = round(time.perf_counter() - started, 3)
+        indexing_s = max(report.seconds, 1e-9)
+        report.chunks_per_s = round(report.chunks_added / indexing_s, 2)
+        report.pages_per_s = round(report.pages / indexing_s, 2)
+        report.timings_s = {k: round(v, 3) for k, v in self.timings.items()}
+        return report
+
+    def _index(self, jobs: list[tuple[Path, str]], report: IngestReport, manifest: dict[str, StoredFile]) -> None:
+        parsed_queue: "queue.Queue[_Parsed | None]" = queue.Queue(maxsize=8)
+        worker = threading.Thread(target=self._parse_worker, args=(jobs, parsed_queue), daemon=True)
+        worker.start()
+        batch_target = max(self.settings.embed_batch_size * 4, 64)
+        pending: list[tuple[_Parsed, ChunkDraft, int]] = []
+        remaining: dict[str, int] = {}
+        files_bar = tqdm(total=len(jobs), desc="files", unit="file", disable=not self.progress, file=_stderr())
+        chunks_bar = tqdm(desc="chunks", unit="chunk", disable=not self.progress, file=_stderr())
+        by_path: dict[str, _Parsed] = {}
+        ingested_at = _now()
+
+        def flush_pending() -> None:
+            if not pending:
+                return
+            self._write_batch(pending, ingested_at)
+            chunks_bar.update(len(pending))
+            for parsed, _draft, _index in pending:
+                key = str(parsed.path)
+                remaining[key] -= 1
+                if remaining[key] == 0:
+                    self._finish_file(by_path.pop(key), report)
+                    files_bar.update(1)
+            pending.clear()
+
+        while True:
+            item = parsed_queue.get()
+            if item is None:
+                break
+            self.timings["parse"] += item.parse_s
+            self.timings["chunk"] += item.chunk_s
+            key = str(item.path)
+            if item.error is not None:
+                keeps = " (previous version kept)" if key in manifest else ""
+                reason = _one_line(str(item.error), key) + keeps
+                report.add(FileOutcome(key, "failed", reason, needs_ocr=bool(getattr(item.error, "needs_ocr", False))))
+                files_bar.update(1)
+                continue
+            by_path[key] = item
+            remaining[key] = len(item.drafts)
+            pending.extend((item, draft, i) for i, draft in enumerate(item.drafts))
+            if len(pending) >= batch_target:
+                flush_pending()
+        flush_pending()
+        worker.join()
+        files_bar.close()
+        chunks_bar.close()
+
+    def _write_batch(self, pending: list[tuple[_Parsed, ChunkDraft, int]], ingested_at: str) -> None:
+        texts = [draft.text for _p, draft, _i in pending]
+        if self.bm25 is None:
+            self._ensure_collection(texts)
+        assert self.bm25 is not None
+        t0 = time.perf_counter()
+        vectors = self.embedder.embed_passages(texts)
+        t1 = time.perf_counter()
+        sparse = [self.bm25.encode_document(t) for t in texts]
+        t2 = time.perf_counter()
+        points = []
+        for (parsed, draft, index), vector, sparse_vec in zip(pending, vectors, sparse):
+            path = str(parsed.path)
+            chunk = Chunk(
+                id=chunk_id(path, parsed.file_hash, index),
+                text=draft.text,
+                file_path=path,
+                file_hash=parsed.file_hash,
+                file_type=parsed.doc.file_type if parsed.doc else parsed.path.suffix.lstrip(".").lower(),
+                chunk_index=index,
+                chunk_count=len(parsed.drafts),
+                char_start=draft.char_start,
+                char_end=draft.char_end,
+                page_numbers=list(draft.page_numbers),
+                section=draft.section,
+                element_types=list(draft.element_types),
+                acl=self.acl,
+                ingested_at=ingested_at,
+                token_count=draft.token_count,
+                file_name=parsed.path.name,
+            )
+            points.append(StoredPoint(id=chunk.id, dense=vector.tolist(), sparse=sparse_vec, payload=chunk.to_payload()))
+        self.store.upsert(points)
+        t3 = time.perf_counter()
+        self.timings["embed"] += t1 - t0
+        self.timings["bm25"] += t2 - t1
+        self.timings["upsert"] += t3 - t2
+
+    def _finish_file(self, parsed: _Parsed, report: IngestReport) -> None:
+        """All chunks of the new version are stored: drop every other version of the file."""
+        t0 = time.perf_counter()
+        removed = self.store.delete_file(str(parsed.path), keep_hash=parsed.file_hash)
+        self.timings["cleanup"] += time.perf_counter() - t0
+        report.chunks_removed += removed
+        pages = parsed.doc.page_count if parsed.doc else None
+        report.add(FileOutcome(str(parsed.path), "indexed", chunks=len(parsed.drafts), pages=pages))
+
+
+def ingest_paths(paths: Iterable[str | os.PathLike[str]], settings: Settings, store: Store, embedder,
+                 acl: list[str] | None = None, progress: bool = True) -> IngestReport:
+    """Sync the given files and folders into the collection; see the module docstring."""
+    return FolderSync(settings, store, embedder, acl=acl, progress=progress).run(paths)
+
+
+def stored_files(store: Store) -> list[dict]:
+    """Indexed files with their chunk counts, file type and ACL labels (for stats and the UI)."""
+    if store.info() is None:
+        return []
+    files: dict[str, dict] = {}
+    for _id, payload, _vec in store.iter_payloads(fields=MANIFEST_FIELDS):
+        entry = files.setdefault(payload["file_path"], {
+            "file_path": payload["file_path"], "file_type": payload.get("file_type", ""),
+            "chunks": 0, "acl": set(),
+        })
+        entry["chunks"] += 1
+        entry["acl"].update(payload.get("acl") or [])
+    return [{**f, "acl": sorted(f["acl"])} for f in sorted(files.values(), key=lambda f: f["file_path"])]
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _one_line(message: str, path: str) -> str:
+    """Strip the path prefix (the summary shows it) and fold the reason to one line."""
+    text = " ".join(message.split())
+    for prefix in (f"{path}: ", f"{path} "):
+        if text.startswith(prefix):
+            text = text[len(prefix):]
+    return text
+
+
+def _stderr():
+    import sys
+
+    return sys.stderr
+
+
+def iter_chunks(store: Store) -> Iterator[Chunk]:
+    """Every stored chunk (for tuning, exploring and stats)."""
+    for point_id, payload, _vec in store.iter_payloads():
+        yield Chunk.from_payload(point_id, payload)

@@ -1,0 +1,212 @@
+"""One typed settings object: defaults < rag.toml < RAG_* environment variables < CLI flags.
+
+Every component takes its settings as constructor arguments built from this object, so tests and
+evals can build any combination without global state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from rag.errors import ConfigError
+
+BGE_QUERY_INSTRUCTION = "Represent this sentence for searching relevant passages: "
+
+
+@dataclass
+class Settings:
+    """All user-facing settings. Field names map to `RAG_<NAME>` env vars and rag.toml keys."""
+
+    # Store: embedded Qdrant Edge under state_dir unless qdrant_url is set.
+    qdrant_url: str | None = None
+    qdrant_path: str = ".rag/qdrant"
+    qdrant_api_key: str | None = None
+    collection: str = "default"
+    state_dir: str = ".rag"
+
+    # Models.
+    embed_model: str = "BAAI/bge-small-en-v1.5"
+    # None = pick from the model name (BGE English models get BGE_QUERY_INSTRUCTION); "" = none.
+    query_instruction: str | None = None
+    embed_batch_size: int = 32
+    embed_device: str = "cpu"
+    rerank_model: str = "cross-encoder/ms-marco-MiniLM-L-6-v2"  # "none" turns reranking off
+    rerank_batch_size: int = 32
+
+    # Chunking (tokens of the embedding model's own tokenizer).
+    chunk_tokens: int = 256
+    chunk_overlap_tokens: int = 32
+    max_file_mb: float = 200.0
+    follow_symlinks: bool = False
+    pdf_strategy: str = "fast"
+
+    # BM25 term weighting (IDF is applied by Qdrant with Modifier.IDF).
+    bm25_k1: float = 1.2
+    bm25_b: float = 0.75
+    bm25_language: str = "english"  # stemmer + stopwords; "none" disables both
+
+    # Retrieval.
+    top_k: int = 10
+    mode: str = "rerank"  # dense | bm25 | hybrid | rerank
+    leg_limit: int = 100  # top-N per retrieval leg before fusion
+    rrf_k: int = 60
+    dense_weight: float = 1.0
+    bm25_weight: float = 1.0
+    rerank_top_m: int = 30
+
+    # Answering.
+    llm_provider: str = "auto"  # auto | openai | extractive
+    llm_base_url: str | None = None
+    llm_model: str = "gpt-4o-mini"
+    llm_api_key: str | None = None  # falls back to OPENAI_API_KEY
+    llm_timeout_s: float = 60.0
+    llm_max_retries: int = 2
+    llm_temperature: float = 0.0
+    evidence_min_score: float | None = None  # None = the answerer's calibrated default
+    evidence_max_passages: int = 6
+    evidence_token_budget: int = 2500
+    strict_citations: bool = True
+
+    # Access control: labels a caller holds when none are given, and labels new chunks get.
+    default_acl: list[str] = field(default_factory=lambda: ["public"])
+
+    # UI.
+    ui_host: str = "127.0.0.1"
+    ui_port: int = 7860
+    upload_dir: str = ".rag/uploads"
+
+    @property
+    def llm_enabled(self) -> bool:
+        """True when answers go through an OpenAI-compatible endpoint rather than the extractive answerer."""
+        if self.llm_provider == "extractive":
+            return False
+        if self.llm_provider == "openai":
+            return True
+        return bool(self.llm_base_url or self.resolved_api_key)
+
+    @property
+    def resolved_api_key(self) -> str | None:
+        return self.llm_api_key or os.environ.get("OPENAI_API_KEY")
+
+    @property
+    def rerank_enabled(self) -> bool:
+        return self.rerank_model.strip().lower() not in ("", "none", "off")
+
+    def resolved_query_instruction(self) -> str:
+        """The query prefix for the embedding model (BGE English models need one; others none)."""
+        if self.query_instruction is not None:
+            return self.query_instruction
+        name = self.embed_model.lower()
+        if "bge" in name and "-en" in name and "m3" not in name:
+            return BGE_QUERY_INSTRUCTION
+        return ""
+
+    def replace(self, **changes: Any) -> "Settings":
+        """A copy with some fields changed (None values are ignored, so CLI flags can pass through)."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def public_dict(self) -> dict[str, Any]:
+        """Settings as a dict with secrets redacted, safe for logs and eval reports."""
+        data = dataclasses.asdict(self)
+        for key in ("llm_api_key", "qdrant_api_key"):
+            if data.get(key):
+                data[key] = "***"
+        return data
+
+
+def _coerce(name: str, raw: Any, type_hint: Any, source: str) -> Any:
+    """Convert a TOML or environment value to the field's type, with an error naming the setting."""
+    text = str(type_hint)
+    try:
+        if raw is None:
+            return None
+        if "list" in text:
+            if isinstance(raw, list):
+                return [str(x) for x in raw]
+            return [part.strip() for part in str(raw).split(",") if part.strip()]
+        if "bool" in text:
+            if isinstance(raw, bool):
+                return raw
+            value = str(raw).strip().lower()
+            if value in ("1", "true", "yes", "on"):
+                return True
+            if value in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(f"expected true/false, got {raw!r}")
+        if "float" in text:
+            if "None" in text and str(raw).strip().lower() in ("", "none"):
+                return None
+            return float(raw)
+        if "int" in text:
+            return int(raw)
+        if "None" in text and str(raw).strip() == "" and name != "query_instruction":
+            return None
+        return str(raw)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"setting {name!r} from {source}: {exc}; fix the value and retry") from exc
+
+
+def load_settings(config_file: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
+    """Build Settings from defaults, then rag.toml, then RAG_* env vars, then keyword overrides.
+
+    `config_file` defaults to $RAG_CONFIG or ./rag.toml when present. Unknown keys are errors
+    (a typo should never be silently ignored).
+    """
+    hints = get_type_hints(Settings)
+    names = {f.name for f in fields(Settings)}
+    values: dict[str, Any] = {}
+
+    path = Path(config_file or os.environ.get("RAG_CONFIG", "rag.toml"))
+    if path.is_file():
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: invalid TOML ({exc}); fix the file or remove it") from exc
+        table = data.get("rag", data)
+        for key, raw in table.items():
+            if key not in names:
+                raise ConfigError(f"{path}: unknown setting {key!r}; known settings: {', '.join(sorted(names))}")
+            values[key] = _coerce(key, raw, hints[key], str(path))
+    elif config_file is not None:
+        raise ConfigError(f"config file {path} does not exist")
+
+    for name in names:
+        env_name = f"RAG_{name.upper()}"
+        if env_name in os.environ:
+            values[name] = _coerce(name, os.environ[env_name], hints[name], f"${env_name}")
+
+    for key, raw in overrides.items():
+        if raw is None:
+            continue
+        if key not in names:
+            raise ConfigError(f"unknown setting {key!r}")
+        values[key] = raw
+
+    settings = Settings(**values)
+    validate(settings)
+    return settings
+
+
+def validate(settings: Settings) -> None:
+    """Reject values that cannot work, naming the setting and what to do."""
+    if settings.mode not in ("dense", "bm25", "hybrid", "rerank"):
+        raise ConfigError(f"setting 'mode' is {settings.mode!r}; use dense, bm25, hybrid or rerank")
+    if settings.llm_provider not in ("auto", "openai", "extractive"):
+        raise ConfigError(f"setting 'llm_provider' is {settings.llm_provider!r}; use auto, openai or extractive")
+    if settings.chunk_tokens < 16:
+        raise ConfigError(f"setting 'chunk_tokens' is {settings.chunk_tokens}; use at least 16")
+    if not 0 <= settings.chunk_overlap_tokens < settings.chunk_tokens:
+        raise ConfigError("setting 'chunk_overlap_tokens' must be >= 0 and smaller than 'chunk_tokens'")
+    if settings.rrf_k <= 0:
+        raise ConfigError(f"setting 'rrf_k' is {settings.rrf_k}; it must be positive")
+    if settings.top_k <= 0 or settings.leg_limit <= 0 or settings.rerank_top_m <= 0:
+        raise ConfigError("settings 'top_k', 'leg_limit' and 'rerank_top_m' must be positive")
+    if not settings.collection or not all(c.isalnum() or c in "-_" for c in settings.collection):
+        raise ConfigError(
+            f"setting 'collection' is {settings.collection!r}; use letters, digits, '-' and '_' only"
+        )

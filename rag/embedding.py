@@ -1,0 +1,125 @@
+"""Dense embeddings with sentence-transformers: batched, L2-normalized float32 vectors.
+
+Passages are embedded as-is; queries get the model's query instruction (BGE English models need
+"Represent this sentence for searching relevant passages: "). Models load lazily, once per process
+(`load_embedder` is cached), and nothing is downloaded at import time.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import threading
+from typing import Any
+
+import numpy as np
+
+from rag.errors import ModelLoadError
+
+log = logging.getLogger(__name__)
+
+
+class Embedder:
+    """A loaded sentence-transformers model with the query/passage conventions of this product."""
+
+    def __init__(self, model: Any, model_name: str, query_instruction: str = "", batch_size: int = 32) -> None:
+        self._model = model
+        self.model_name = model_name
+        self.query_instruction = query_instruction
+        self.batch_size = batch_size
+        dim = _model_dimension(model)
+        if not dim:
+            raise ModelLoadError(f"embedding model {model_name!r} does not report its output dimension; "
+                                 "use a sentence-transformers model with a pooling layer")
+        self.dimension: int = int(dim)
+        # The chunker keeps chunks below max_tokens - 2 so the model's [CLS]/[SEP] still fit.
+        self.max_tokens: int = int(model.max_seq_length or 512)
+        self._tokenizer = model.tokenizer
+        # Tokenizers and torch modules are not guaranteed thread-safe; the UI may call from threads.
+        self._lock = threading.Lock()
+
+    def count_tokens(self, text: str) -> int:
+        """Number of tokens the model's own tokenizer produces for `text`, without special tokens."""
+        if not text:
+            return 0
+        with self._lock:
+            ids = self._tokenizer(text, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
+        return len(ids)
+
+    def embed_passages(self, texts: list[str], show_progress: bool = False) -> np.ndarray:
+        """Embed passages in batches: float32 array of shape (len(texts), dimension), rows L2-normalized."""
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        return self._encode(list(texts), show_progress)
+
+    def embed_query(self, text: str) -> np.ndarray:
+        """Embed one query with the query instruction prepended: float32 vector of shape (dimension,)."""
+        return self._encode([self.query_instruction + text], False)[0]
+
+    def _encode(self, texts: list[str], show_progress: bool) -> np.ndarray:
+        with self._lock:
+            vectors = self._model.encode(
+                texts,
+                batch_size=self.batch_size,
+                show_progress_bar=show_progress,
+                convert_to_numpy=True,
+                normalize_embeddings=True,
+            )
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+
+    def __repr__(self) -> str:
+        return f"Embedder(model_name={self.model_name!r}, dimension={self.dimension}, max_tokens={self.max_tokens})"
+
+
+def _model_dimension(model: Any) -> int | None:
+    # sentence-transformers 5+ renamed the getter; keep both so either version works.
+    getter = getattr(model, "get_embedding_dimension", None) or getattr(model, "get_sentence_embedding_dimension")
+    return getter()
+
+
+def load_embedder(model_name: str, query_instruction: str = "", batch_size: int = 32, device: str = "cpu") -> Embedder:
+    """Load a sentence-transformers model (a Hub name or a local path), once per process per arguments.
+
+    Raises ModelLoadError naming the model and what to do when it cannot be loaded (no network to
+    download it, a missing local path, files that are not a sentence-transformers model).
+    """
+    # Normalize before the cache so positional and keyword calls share one entry.
+    return _load_embedder_cached(str(model_name), query_instruction or "", int(batch_size), str(device))
+
+
+@functools.lru_cache(maxsize=8)
+def _load_embedder_cached(model_name: str, query_instruction: str, batch_size: int, device: str) -> Embedder:
+    looks_like_path = model_name.startswith(("/", ".", "~"))
+    if looks_like_path and not os.path.exists(os.path.expanduser(model_name)):
+        raise ModelLoadError(
+            f"embedding model path {model_name!r} does not exist; set RAG_EMBED_MODEL (or embed_model in rag.toml) "
+            "to a downloaded sentence-transformers model folder or a Hugging Face model name"
+        )
+    try:
+        from sentence_transformers import SentenceTransformer  # heavy import: only when a model is needed
+
+        log.info("loading embedding model %s on %s", model_name, device)
+        model = SentenceTransformer(os.path.expanduser(model_name), device=device)
+    except Exception as exc:  # OSError, HF hub errors, ValueError from bad folders: all mean "cannot load"
+        offline = os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True")
+        hint = (
+            "the Hugging Face Hub is offline (HF_HUB_OFFLINE=1) and the model is not in the local cache"
+            if offline and not looks_like_path
+            else f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        )
+        raise ModelLoadError(
+            f"cannot load embedding model {model_name!r} ({hint}); download it once with network access, "
+            "or set RAG_EMBED_MODEL to a local sentence-transformers model folder"
+        ) from exc
+    return Embedder(model, model_name, query_instruction=query_instruction, batch_size=batch_size)
+
+
+def embedder_from_settings(settings: Any) -> Embedder:
+    """The (cached) embedder described by Settings: model, query instruction, batch size, device."""
+    return load_embedder(
+        settings.embed_model,
+        settings.resolved_query_instruction(),
+        settings.embed_batch_size,
+        settings.embed_device,
+    )

@@ -1,0 +1,66 @@
+"""Settings precedence and validation: defaults < rag.toml < RAG_* env < explicit overrides."""
+
+import pytest
+
+from rag.config import BGE_QUERY_INSTRUCTION, Settings, load_settings
+from rag.errors import ConfigError
+
+
+def test_precedence_toml_env_override(tmp_path, monkeypatch):
+    toml = tmp_path / "rag.toml"
+    toml.write_text('collection = "from_toml"\ntop_k = 7\nrrf_k = 30\ndefault_acl = ["a", "b"]\n')
+    monkeypatch.setenv("RAG_TOP_K", "12")
+    settings = load_settings(toml, rrf_k=90)
+    assert settings.collection == "from_toml"  # toml beats default
+    assert settings.top_k == 12  # env beats toml
+    assert settings.rrf_k == 90  # override beats toml
+    assert settings.default_acl == ["a", "b"]
+
+
+def test_env_list_and_bool(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RAG_DEFAULT_ACL", "public, hr")
+    monkeypatch.setenv("RAG_STRICT_CITATIONS", "false")
+    settings = load_settings()
+    assert settings.default_acl == ["public", "hr"]
+    assert settings.strict_citations is False
+
+
+def test_unknown_toml_key_is_an_error(tmp_path):
+    toml = tmp_path / "rag.toml"
+    toml.write_text("colection = 'typo'\n")
+    with pytest.raises(ConfigError, match="colection"):
+        load_settings(toml)
+
+
+def test_bad_env_value_names_the_variable(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RAG_TOP_K", "many")
+    with pytest.raises(ConfigError, match="RAG_TOP_K"):
+        load_settings()
+
+
+def test_invalid_values_rejected():
+    with pytest.raises(ConfigError, match="mode"):
+        load_settings(None, mode="fuzzy")
+    with pytest.raises(ConfigError, match="collection"):
+        load_settings(None, collection="../escape")
+
+
+def test_query_instruction_only_for_bge():
+    assert Settings(embed_model="BAAI/bge-small-en-v1.5").resolved_query_instruction() == BGE_QUERY_INSTRUCTION
+    assert Settings(embed_model="/models/all-MiniLM-L6-v2").resolved_query_instruction() == ""
+    assert Settings(embed_model="BAAI/bge-small-en-v1.5", query_instruction="").resolved_query_instruction() == ""
+
+
+def test_secrets_redacted(monkeypatch):
+    settings = Settings(llm_api_key="sk-secret-123")
+    assert "sk-secret-123" not in str(settings.public_dict())
+    assert settings.llm_enabled  # an API key means the LLM path is configured
+
+
+def test_llm_provider_defaults_to_extractive_without_endpoint(monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    assert not Settings().llm_enabled
+    assert Settings(llm_base_url="http://127.0.0.1:9/v1").llm_enabled
+    assert not Settings(llm_base_url="http://127.0.0.1:9/v1", llm_provider="extractive").llm_enabled

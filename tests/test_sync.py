@@ -1,0 +1,186 @@
+"""Folder sync end to end: real unstructured, real MiniLM, real Qdrant Edge.
+
+Covers: first ingest, unchanged re-run, edit, delete, failed re-parse keeping the old version,
+recovery from a partially written file, provenance fields, ACL labels, and model mismatch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from ingest.chunking import extracted_text
+from ingest.loaders import parse_file
+from ingest.sync import chunk_id, ingest_paths, read_manifest
+from rag.errors import ModelMismatchError
+from rag.models import Chunk
+from rag.store import StoredPoint, open_store
+from tests.conftest import REPO_ROOT
+
+PARAGRAPH = (
+    "The {topic} was studied in {year}. Researchers measured {n} samples and reported that the effect "
+    "depends on temperature, pressure and the composition of the mixture used in the experiment. "
+)
+
+
+def write_doc(path: Path, topic: str, paragraphs: int = 4) -> None:
+    body = "\n\n".join(PARAGRAPH.format(topic=topic, year=1990 + i, n=10 * i) for i in range(paragraphs))
+    path.write_text(f"# {topic.title()}\n\n{body}\n", encoding="utf-8")
+
+
+def chunks_by_file(store) -> Counter:
+    return Counter(payload["file_path"] for _id, payload, _v in store.iter_payloads(fields=["file_path"]))
+
+
+@pytest.fixture()
+def folder(tmp_path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    write_doc(docs / "alpha.md", "alpha particle decay", 6)
+    write_doc(docs / "beta.md", "beta carotene absorption")
+    (docs / "sub").mkdir()
+    write_doc(docs / "sub" / "gamma.txt", "gamma ray bursts")
+    return docs
+
+
+def test_sync_add_skip_edit_delete(folder, settings, embedder):
+    store = open_store(settings)
+    first = ingest_paths([folder], settings, store, embedder, progress=False)
+    assert (first.files_seen, first.indexed, first.failed) == (3, 3, 0)
+    per_file = chunks_by_file(store)
+    assert sum(per_file.values()) == first.chunks_added == store.count()
+
+    again = ingest_paths([folder], settings, store, embedder, progress=False)
+    assert (again.indexed, again.skipped, again.chunks_added, again.chunks_removed) == (0, 3, 0, 0)
+    assert chunks_by_file(store) == per_file
+
+    write_doc(folder / "beta.md", "beta decay in nuclear physics", 8)
+    edited = ingest_paths([folder], settings, store, embedder, progress=False)
+    assert (edited.indexed, edited.skipped) == (1, 2)
+    after_edit = chunks_by_file(store)
+    beta = str((folder / "beta.md").resolve())
+    assert after_edit[beta] == edited.chunks_added
+    assert edited.chunks_removed == per_file[beta]
+    hashes = {p["file_hash"] for _i, p, _v in store.iter_payloads(fields=["file_path", "file_hash"]) if p["file_path"] == beta}
+    assert len(hashes) == 1  # the old version is gone
+    for other in set(per_file) - {beta}:
+        assert after_edit[other] == per_file[other]
+
+    gamma = folder / "sub" / "gamma.txt"
+    gamma_chunks = after_edit[str(gamma.resolve())]
+    gamma.unlink()
+    deleted = ingest_paths([folder], settings, store, embedder, progress=False)
+    assert (deleted.removed, deleted.chunks_removed, deleted.indexed) == (1, gamma_chunks, 0)
+    final = chunks_by_file(store)
+    assert str(gamma.resolve()) not in final
+    assert store.count() == sum(after_edit.values()) - gamma_chunks
+    store.close()
+
+
+def test_failed_reparse_keeps_previous_version(tmp_path, settings, embedder, evaldata):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    memo = docs / "memo.pdf"
+    shutil.copy(evaldata / "docs-mixed" / "files" / "fake-memo.pdf", memo)
+    store = open_store(settings)
+    first = ingest_paths([docs], settings, store, embedder, progress=False)
+    assert first.indexed == 1
+    before = store.count()
+    memo.write_bytes(b"this is not a pdf at all" * 10)
+    second = ingest_paths([docs], settings, store, embedder, progress=False)
+    assert second.failed == 1 and second.indexed == 0
+    assert "previous version kept" in second.failures[0]["reason"]
+    assert store.count() == before
+    store.close()
+
+
+def test_partial_file_is_completed_without_duplicates(folder, settings, embedder):
+    """A crash after some chunks of a file were written: the next run finishes it, no duplicates."""
+    store = open_store(settings)
+    ingest_paths([folder], settings, store, embedder, progress=False)
+    clean_ids = {i for i, _p, _v in store.iter_payloads(fields=["file_path"])}
+    alpha = str((folder / "alpha.md").resolve())
+    alpha_ids = [i for i, p, _v in store.iter_payloads(fields=["file_path"]) if p["file_path"] == alpha]
+    assert len(alpha_ids) >= 2
+    store.delete_ids(alpha_ids[: len(alpha_ids) // 2])  # as if the run died half-way through alpha
+    manifest = read_manifest(store)
+    assert manifest[alpha].complete_hash() is None
+    report = ingest_paths([folder], settings, store, embedder, progress=False)
+    assert report.indexed == 1 and report.skipped == 2
+    assert {i for i, _p, _v in store.iter_payloads(fields=["file_path"])} == clean_ids
+    store.close()
+
+
+def test_provenance_fields(tmp_path, settings, embedder, evaldata):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    src = evaldata / "docs-mixed" / "files"
+    for name in ("layout-parser-paper-fast.pdf", "unstructured-example-docs-README.md"):
+        shutil.copy(src / name, docs / name)
+    store = open_store(settings)
+    report = ingest_paths([docs], settings, store, embedder, acl=["hr", "legal"], progress=False)
+    assert report.indexed == 2
+    chunks = [Chunk.from_payload(i, p) for i, p, _v in store.iter_payloads()]
+    pdf_chunks = [c for c in chunks if c.file_type == "pdf"]
+    assert {p for c in pdf_chunks for p in c.page_numbers} >= {1, 2}
+    pdf_path = docs / "layout-parser-paper-fast.pdf"
+    text = extracted_text(parse_file(pdf_path, settings))
+    for c in chunks:
+        assert c.acl == ["hr", "legal"]
+        assert c.ingested_at and c.file_hash and len(c.file_hash) == 64
+        assert 0 <= c.chunk_index < c.chunk_count
+        assert c.id == chunk_id(c.file_path, c.file_hash, c.chunk_index)
+        assert c.token_count <= settings.chunk_tokens
+        if c.file_type == "pdf":
+            assert text[c.char_start:c.char_end] == c.text
+    assert any(c.section for c in chunks)
+    store.close()
+
+
+def test_model_mismatch_is_a_clear_error(folder, settings, embedder, tmp_path, minilm_path):
+    store = open_store(settings)
+    ingest_paths([folder], settings, store, embedder, progress=False)
+    store.close()
+    other_model = tmp_path / "other-model"
+    shutil.copytree(minilm_path, other_model)
+    from rag.embedding import load_embedder
+
+    other = load_embedder(str(other_model))
+    store = open_store(settings)
+    with pytest.raises(ModelMismatchError) as info:
+        ingest_paths([folder], settings.replace(embed_model=str(other_model)), store, other, progress=False)
+    assert "other-model" in str(info.value)
+    store.close()
+
+
+def test_cli_ingest_and_stats_json(folder, tmp_path, minilm_path):
+    env = {**os.environ, "RAG_EMBED_MODEL": minilm_path, "RAG_QDRANT_PATH": str(tmp_path / "q"),
+           "RAG_COLLECTION": "cli", "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "rag.cli"]
+    out = subprocess.run(cmd + ["ingest", str(folder), "--json"], env=env, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout)  # exactly one JSON object on stdout
+    assert summary["indexed"] == 3 and summary["collection"] == "cli"
+    assert "files seen" in out.stderr  # the human summary goes to stderr
+    stats = subprocess.run(cmd + ["stats", "--json"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert stats.returncode == 0, stats.stderr
+    data = json.loads(stats.stdout)
+    assert data["files"] == 3 and data["points"] == summary["chunks_added"]
+    assert data["acl_labels"] == ["public"] and data["disk_bytes"] > 0
+    assert data["chunks_per_file_type"].keys() == {"md", "txt"}
+
+
+def test_cli_bad_input_exits_nonzero_with_reason(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "rag.cli", "ingest", str(tmp_path / "missing"), "--json"],
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode == 2
+    assert out.stdout == ""
+    assert "missing" in out.stderr and "no such file" in out.stderr
