@@ -336,7 +336,7 @@ def bench_ingest(settings: Settings, embedder: Any, files: list[Path], workdir: 
     texts = [payload["text"] for _id, payload, _v in pipe.store.iter_payloads(fields=["text"])]
     n = len(texts)
     progress(f"ingest: {n} chunks in {report.seconds:.1f}s; now raw model.encode of the same {n} texts")
-    model = embedder._model  # the very same SentenceTransformer the pipeline used (same weights, same settings)
+    model = embedder.model  # the very same SentenceTransformer the pipeline used (same weights, same settings)
     t0 = time.perf_counter()
     model.encode(texts, batch_size=embedder.batch_size, normalize_embeddings=True, convert_to_numpy=True,
                  show_progress_bar=False)
@@ -481,7 +481,7 @@ def bench_baseline_cranfield(settings: Settings, embedder: Any, reranker: Any, c
     ours_build_s = time.perf_counter() - t0
     retriever = HybridRetriever(store, embedder, None, reranker, settings)
 
-    lc_emb = SentenceTransformerEmbeddings(embedder._model, batch_size=embedder.batch_size,
+    lc_emb = SentenceTransformerEmbeddings(embedder.model, batch_size=embedder.batch_size,
                                            query_instruction=settings.resolved_query_instruction(),
                                            precomputed=dict(zip(texts, vectors)))
     # The same cross-encoder object: a freshly loaded untrained head would differ from ours.
@@ -545,7 +545,7 @@ def bench_baseline_at_scale(settings: Settings, embedder: Any, reranker: Any, st
     ids = [str(i) for i in range(n)]
     progress(f"baseline: building the LangChain recipe over {n:,} synthetic chunks (rank_bm25 + qdrant local mode)")
     rss0 = rss_mb()
-    lc_emb = SentenceTransformerEmbeddings(embedder._model, batch_size=embedder.batch_size,
+    lc_emb = SentenceTransformerEmbeddings(embedder.model, batch_size=embedder.batch_size,
                                            query_instruction=settings.resolved_query_instruction(),
                                            precomputed=dict(zip(corpus.texts, corpus.vectors)))
     cross_encoder = getattr(reranker, "_model", None) if reranker is not None else None

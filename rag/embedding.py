@@ -7,6 +7,7 @@ Passages are embedded as-is; queries get the model's query instruction (BGE Engl
 
 from __future__ import annotations
 
+import copy
 import functools
 import logging
 import os
@@ -35,15 +36,24 @@ class Embedder:
         self.dimension: int = int(dim)
         # The chunker keeps chunks below max_tokens - 2 so the model's [CLS]/[SEP] still fit.
         self.max_tokens: int = int(model.max_seq_length or 512)
-        self._tokenizer = model.tokenizer
-        # Tokenizers and torch modules are not guaranteed thread-safe; the UI may call from threads.
+        # Tokenizers and torch modules are not guaranteed thread-safe (the UI calls from threads), so
+        # each has a lock. Token counting gets its own copy of the tokenizer and its own lock: the
+        # ingest parser thread counts tokens while the main thread is inside model.encode, and one
+        # shared lock made the chunker wait for every embedding batch.
+        self._tokenizer = copy.deepcopy(model.tokenizer)
+        self._count_lock = threading.Lock()
         self._lock = threading.Lock()
+
+    @property
+    def model(self) -> Any:
+        """The underlying sentence-transformers model (for benchmarks and fine-tuning)."""
+        return self._model
 
     def count_tokens(self, text: str) -> int:
         """Number of tokens the model's own tokenizer produces for `text`, without special tokens."""
         if not text:
             return 0
-        with self._lock:
+        with self._count_lock:
             ids = self._tokenizer(text, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
         return len(ids)
 

@@ -45,9 +45,9 @@ def tiny_result(tmp_path_factory, minilm_path, evaldata):
     settings = Settings(qdrant_path=str(tmp / "q"), state_dir=str(tmp / "s"), embed_model=minilm_path,
                         rerank_model=minilm_path, llm_provider="extractive", chunk_tokens=256,
                         chunk_overlap_tokens=16, rerank_top_m=3, leg_limit=20)
-    cfg = bench.BenchConfig(sizes=[300], ingest_max_kb=1, ingest_max_chars=3000, query_pad_to=120,
+    cfg = bench.BenchConfig(sizes=[300], ingest_max_kb=1, ingest_max_chars=2000, query_pad_to=120,
                             hybrid_queries=3, rerank_queries=2, cranfield_queries=3, cranfield_rerank_queries=2,
-                            cranfield_docs=20, baseline_scale_size=300, baseline_scale_queries=2, scale_queries=4,
+                            cranfield_docs=12, baseline_scale_size=300, baseline_scale_queries=2, scale_queries=4,
                             scale_unoptimized_queries=2, local_mode_queries=2, quick=True)
     return bench.run_bench(settings, cfg, progress=lambda _m: None, workdir=tmp / "work")
 
