@@ -32,13 +32,13 @@ class Reranker:
         self.device = device
         self._model = _load_cross_encoder(model_name, device)
         self.max_length: int = int(_get_max_length(self._model))
+        # Tokenizers and torch modules are not guaranteed thread-safe; the UI may call from threads.
+        self._lock = threading.Lock()
 
     @property
     def model(self) -> Any:
         """The underlying sentence-transformers CrossEncoder (for benchmarks and fine-tuning)."""
         return self._model
-        # Tokenizers and torch modules are not guaranteed thread-safe; the UI may call from threads.
-        self._lock = threading.Lock()
 
     def score(self, query: str, texts: list[str]) -> list[float]:
         """One relevance score per text, in input order: the model's raw logit (higher = more relevant).
