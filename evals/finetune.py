@@ -37,8 +37,9 @@ class TrainConfig:
     scale: float = 20.0  # MNRL similarity scale; temperature = 1 / scale
     warmup_ratio: float = 0.1
     rerank_lr: float = 5e-5
+    head_lr_factor: float = 20.0  # the fresh classifier head learns faster than the pretrained backbone
     rerank_batch_size: int = 16
-    rerank_max_length: int = 192
+    rerank_max_length: int = 128
     max_steps: int | None = None  # cap per model (tests, smoke runs)
     seed: int = 0
 
@@ -138,7 +139,10 @@ def train_cross_encoder(init_model_path: str, triplets: Sequence[Triplet], cfg: 
     batches = [order[i:i + cfg.rerank_batch_size] for i in range(0, len(order), cfg.rerank_batch_size)]
     if cfg.max_steps is not None:
         batches = batches[: cfg.max_steps]
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.rerank_lr, weight_decay=0.01)
+    head = [p for n, p in model.named_parameters() if "classifier" in n]
+    body = [p for n, p in model.named_parameters() if "classifier" not in n]
+    optimizer = torch.optim.AdamW([{"params": body, "lr": cfg.rerank_lr},
+                                   {"params": head, "lr": cfg.rerank_lr * cfg.head_lr_factor}], weight_decay=0.01)
     scheduler = _scheduler(optimizer, len(batches), cfg.warmup_ratio)
     bce = torch.nn.BCEWithLogitsLoss()
     losses: list[float] = []

@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         encoder = bm25_encoder_for(store.info())
         now = "2024-01-01T00:00:00+00:00"
         points = []
-        for i, (doc, text, vec) in enumerate(zip(corpus, texts, vectors)):
+        for doc, text, vec in zip(corpus, texts, vectors):
             did = str(doc["_id"])
             chunk = Chunk(id=doc_uuid(did), text=text, file_path=f"/cranfield/{did}.txt", file_hash=did,
                           file_type="txt", chunk_index=0, chunk_count=1, char_start=0, char_end=len(text),
@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     table = {mode: metric_row(runs[mode], qrels) for mode in runs}
     print(f"\nBEIR-Cranfield dev: {len(corpus)} docs, {len(qids)} queries "
           f"({sum(1 for q in qids if any(s > 0 for s in qrels.get(q, {}).values()))} with relevant docs); "
-          f"model {Path(model).name}; embed corpus {embed_s:.1f} s, index {index_s:.1f} s")
+          f"model {model}; embed corpus {embed_s:.1f} s, index {index_s:.1f} s")
     print(f"{'mode':8} {'nDCG@10':>8} {'R@10':>8} {'R@100':>8} {'MRR@10':>8}")
     for mode, row in table.items():
         print(f"{mode:8} {row['ndcg@10']:8.4f} {row['recall@10']:8.4f} {row['recall@100']:8.4f} {row['mrr@10']:8.4f}")

@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 REPORT_FILE = "tune_report.json"
 HOLDOUT_FRACTION = 0.15
-EVAL_CORPUS_MAX = 1500  # chunks re-embedded for the held-out check (all held-out positives + a sample)
+EVAL_CORPUS_MAX = 600  # chunks re-embedded for the held-out check (all held-out positives + a sample)
 RERANK_CHECK_QUERIES = 60
 RERANK_CHECK_DEPTH = 20
 
@@ -233,12 +233,24 @@ def tune(settings: Settings, out_dir: str | Path, cfg: TrainConfig | None = None
 
         rerank_held = rerank_check(held, chunks, vectors, base_model, CrossEncoder(str(rerank_dir), num_labels=1, device="cpu"), instruction)
     harness = None
+    harness_error = None
     tuned_settings = settings.replace(embed_model=str(embed_dir), query_instruction=instruction,
                                       rerank_model=str(rerank_dir) if train_reranker else None)
     if eval_dataset:
+        # The trained models are on disk already; keep the held-out results even if the harness fails.
+        out.mkdir(parents=True, exist_ok=True)
+        (out / REPORT_FILE).write_text(json.dumps({"partial": True, "heldout": heldout, "rerank_heldout": rerank_held,
+                                                   "training": {"embedder": embed_stats, "reranker": rerank_stats},
+                                                   "train_seconds": round(train_s, 1), "tuned_wins": False},
+                                                  indent=2, default=str), encoding="utf-8")
         base_settings = settings.replace(embed_model=base_name,
                                          rerank_model=str(rerank_dir) if train_reranker else None)
-        harness = harness_compare(eval_dataset, base_settings, tuned_settings, eval_limit, progress)
+        try:
+            harness = harness_compare(eval_dataset, base_settings, tuned_settings, eval_limit, progress)
+        except Exception as exc:  # report what was measured; the decision falls back to the held-out check
+            log.error("eval harness on %s failed (%s: %s); deciding on the held-out pseudo-queries",
+                      eval_dataset, type(exc).__name__, exc)
+            harness_error = f"{type(exc).__name__}: {exc}"
     eval_s = time.perf_counter() - t0
 
     if harness:
@@ -265,6 +277,7 @@ def tune(settings: Settings, out_dir: str | Path, cfg: TrainConfig | None = None
         "heldout": heldout,
         "rerank_heldout": rerank_held,
         "eval": harness,
+        "eval_error": harness_error,
         "seconds": {"prepare": round(prep_s, 1), "train": round(train_s, 1), "evaluate": round(eval_s, 1),
                     "total": round(time.perf_counter() - started, 1)},
         "tuned_wins": bool(wins),
@@ -402,6 +415,8 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
             b = e["before"].get(mode, {})
             lines.append(f"  {mode:>7}: nDCG@10 {b.get('ndcg@10', float('nan')):.4f} -> {metrics.get('ndcg@10', float('nan')):.4f}"
                          f"  (delta {e['deltas'].get(mode, {}).get('ndcg@10', float('nan')):+.4f})")
+    if report.get("eval_error"):
+        lines.append(f"eval harness failed: {report['eval_error']}")
     if report["tuned_wins"]:
         lines.append(f"the tuned model wins ({report['decision_basis']}); to use it: {report['apply_command']}")
     else:

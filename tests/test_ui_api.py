@@ -142,7 +142,9 @@ def _llm_server(ui_server, fake_llm, **changes):
 
 
 def test_llm_answers_stream_into_the_chat(ui_server, fake_llm):
-    fake_llm.responder = lambda body: "According to the memo, 200 laptops were delivered on January 23, 2023 [1]."
+    # Paced chunks: without a pause a busy machine may deliver the whole stream between two UI updates.
+    fake_llm.script(Reply("According to the memo, 200 laptops were delivered on January 23, 2023 [1].",
+                          token_delay_s=0.15))
     server = _llm_server(ui_server, fake_llm)
     try:
         job = _client(server.url).submit(LAPTOPS, [], api_name="/chat")

@@ -42,6 +42,7 @@ from rag.config import Settings
 from rag.errors import RagError
 from rag.models import Answer, SearchFilter
 from rag.pipeline import Pipeline
+from ui.explore import explore_tab
 from ui import render
 from ui.uploads import store_uploads
 
@@ -400,6 +401,8 @@ def build_app(settings: Settings, pipeline: Pipeline | None = None,
                 eval_plots = gr.Gallery(label="Plots", columns=2, height="auto", format="png")
                 with gr.Accordion("results.json", open=False):
                     eval_json = gr.JSON()
+
+            explore_tab(pipeline)  # ui/explore.py: embedding-space plot + nearest neighbours
 
         # ---------------------------------------------------------------- events: chat
         def respond(message: str, chat_messages: list, history: list, turns: list, options: SessionOptions):

@@ -1,0 +1,188 @@
+"""Domain tuning: pair generation, hard-negative filtering, duplicate-free batches, a tiny real tune."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+
+from evals.finetune import TrainConfig, train_bi_encoder
+from evals.negatives import (Triplet, filter_candidates, is_false_negative, jaccard, mine_hard_negatives,
+                             no_duplicate_batches)
+from evals.pairs import TrainPair, generate_pairs, inverse_cloze_pair, split_holdout, split_sentences, title_pairs
+from rag.errors import RagError
+from rag.lexical import BM25Encoder
+from rag.models import Chunk
+from tests.tune_corpus import build_store, corpus
+
+
+def _chunk(cid: str, text: str, file_path: str = "/d/a.md", section: str = "S") -> Chunk:
+    return Chunk(id=cid, text=text, file_path=file_path, file_hash="h", file_type="md", chunk_index=0,
+                 chunk_count=1, char_start=0, char_end=len(text), section=section)
+
+
+# -- pairs -----------------------------------------------------------------------------------------
+
+
+def test_inverse_cloze_query_is_a_sentence_removed_from_its_positive():
+    rng = random.Random(3)
+    for chunk in corpus():
+        pair = inverse_cloze_pair(chunk, rng)
+        assert pair is not None and pair.kind == "cloze" and pair.chunk_id == chunk.id
+        assert pair.query in split_sentences(chunk.text)
+        assert pair.query not in pair.positive
+        assert len(pair.positive.split()) >= 12
+        assert not pair.query.startswith("#")  # headings are never cloze queries
+
+
+def test_inverse_cloze_skips_repeated_sentences_and_short_chunks():
+    repeated = "The turbine blades spin faster in strong wind. "
+    chunk = _chunk("c1", repeated * 3 + "Engineers inspect every single blade before winter storms arrive each year.")
+    for seed in range(10):
+        pair = inverse_cloze_pair(chunk, random.Random(seed))
+        assert pair is not None and pair.query.startswith("Engineers")  # the repeated sentence is never picked
+    assert inverse_cloze_pair(_chunk("c2", "Too short to split. Really."), random.Random(0)) is None
+
+
+def test_titles_are_queries_for_their_own_section_only():
+    chunks = corpus()
+    pairs = title_pairs(chunks, per_section=2)
+    assert len(pairs) == 12  # 3 files x 2 sections x 2 chunks
+    by_id = {c.id: c for c in chunks}
+    for p in pairs:
+        chunk = by_id[p.chunk_id]
+        assert p.kind == "title" and p.query == chunk.section and chunk.chunk_index % 5 < 2
+
+
+def test_generate_pairs_caps_and_holdout_is_disjoint_by_chunk():
+    pairs = generate_pairs(corpus(), max_pairs=25, seed=1)
+    assert len(pairs) == 25 and {p.kind for p in pairs} <= {"cloze", "title"}
+    train, held = split_holdout(pairs, 0.2, seed=1)
+    assert held and train
+    assert not {p.chunk_id for p in held} & {p.chunk_id for p in train}
+    assert all(p.kind == "cloze" for p in held)
+
+
+# -- negatives ------------------------------------------------------------------------------------
+
+
+def test_false_negative_filter_drops_same_section_and_near_duplicates():
+    tok = BM25Encoder().tokenize
+    positive = "Sourdough bread needs a lively starter, patient kneading and a very hot oven for the crust."
+    pair = TrainPair(query="How is sourdough baked?", positive=positive, chunk_id="p", file_path="/d/bread.md",
+                     section="Sourdough", kind="cloze")
+    itself = _chunk("p", positive, "/d/bread.md", "Sourdough")
+    same_section = _chunk("s", "Rye flour changes the taste of a loaf.", "/d/bread.md", "Sourdough")
+    near_dup = _chunk("n", positive + " Really.", "/d/copy.md", "Other")  # same tokens, another file
+    other_section = _chunk("o", "Yeast breads rise faster than sourdough in a warm kitchen.", "/d/bread.md", "Yeast")
+    other_file = _chunk("f", "Orbital velocity depends on the altitude of the satellite.", "/d/orbit.md", "Orbits")
+    assert jaccard(tok(positive), tok(near_dup.text)) > 0.8
+    kept = filter_candidates(pair, [itself, same_section, near_dup, other_section, other_file], tok)
+    assert [c.id for c in kept] == ["o", "f"]
+    assert is_false_negative(pair, near_dup, tok) and not is_false_negative(pair, other_file, tok)
+
+
+def test_mined_negatives_come_from_bm25_and_pass_the_filter(settings, embedder):
+    store = build_store(settings, embedder)
+    try:
+        chunks = {c.id: c for c in corpus()}
+        pairs = [p for p in generate_pairs(corpus(), max_pairs=30, seed=0) if p.kind == "cloze"][:10]
+        triplets = mine_hard_negatives(pairs, store, BM25Encoder(), ["public"])
+        assert len(triplets) == len(pairs)
+        for t in triplets:
+            assert t.negative_id is not None
+            neg = chunks[t.negative_id]
+            assert t.negative == neg.text
+            assert neg.id != t.pair.chunk_id
+            assert not (neg.file_path == t.pair.file_path and neg.section == t.pair.section)
+    finally:
+        store.close()
+
+
+def _triplet(query: str, pos: str, neg: str | None) -> Triplet:
+    return Triplet(TrainPair(query=query, positive="text " + pos, chunk_id=pos, file_path="/f", section="",
+                             kind="cloze"), None if neg is None else "text " + neg, neg)
+
+
+def test_batches_never_repeat_a_chunk_or_a_query():
+    rng = random.Random(7)
+    # 200 triplets over only 40 chunks and 60 query texts: collisions are everywhere.
+    triplets = [_triplet(f"q{rng.randrange(60)}", f"c{rng.randrange(40)}", rng.choice([None, f"c{rng.randrange(40)}"]))
+                for _ in range(200)]
+    triplets = [t for t in triplets if t.negative_id != t.pair.chunk_id]
+    batches = no_duplicate_batches(triplets, batch_size=8, seed=1)
+    placed = sorted(i for b in batches for i in b)
+    assert placed == list(range(len(triplets)))  # every triplet exactly once
+    assert max(len(b) for b in batches) == 8
+    for b in batches:
+        chunks = [triplets[i].pair.chunk_id for i in b] + [triplets[i].negative_id for i in b if triplets[i].negative_id]
+        queries = [triplets[i].pair.query for i in b]
+        assert len(chunks) == len(set(chunks)), "a positive is another pair's in-batch negative"
+        assert len(queries) == len(set(queries))
+
+
+# -- training ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_triplets():
+    pairs = generate_pairs(corpus(), max_pairs=24, seed=0)
+    chunks = corpus()
+    # Hard negative: the same-position chunk of another topic (a safe negative by construction).
+    triplets = []
+    for p in pairs:
+        neg = next(c for c in chunks if c.file_path != p.file_path)
+        triplets.append(Triplet(p, neg.text, neg.id))
+    return triplets
+
+
+def test_tiny_tune_changes_the_model_and_round_trips(tmp_path, minilm_path, tiny_triplets):
+    from sentence_transformers import SentenceTransformer
+
+    base = SentenceTransformer(minilm_path, device="cpu")
+    model = SentenceTransformer(minilm_path, device="cpu")
+    cfg = TrainConfig(batch_size=8, max_seq_length=32, max_steps=2, lr=1e-4)
+    stats = train_bi_encoder(minilm_path, tiny_triplets, cfg, tmp_path / "emb", model=model)
+    assert stats["steps"] == 2 and stats["finite"]
+    probe = ["How does magma reach the crater?", "Kneading dough develops gluten."]
+    tuned = model.encode(probe, normalize_embeddings=True)
+    before = base.encode(probe, normalize_embeddings=True)
+    assert not np.allclose(tuned, before, atol=1e-4)  # training moved the weights
+    assert model.max_seq_length == base.max_seq_length  # restored for retrieval after training at 32
+    loaded = SentenceTransformer(str(tmp_path / "emb"), device="cpu")
+    np.testing.assert_allclose(loaded.encode(probe, normalize_embeddings=True), tuned, atol=1e-5)
+
+
+def test_tune_end_to_end_writes_models_report_and_apply_makes_a_new_collection(tmp_path, settings, embedder):
+    from evals.tune import REPORT_FILE, apply_tuned, tune
+    from sentence_transformers import CrossEncoder
+    from rag.store import open_store
+
+    store = build_store(settings, embedder)
+    try:
+        cfg = TrainConfig(batch_size=8, max_seq_length=32, max_steps=1, rerank_batch_size=8, rerank_max_length=48)
+        report = tune(settings, tmp_path / "model", cfg, max_pairs=30, progress=False, store=store)
+    finally:
+        store.close()
+    saved = json.loads((tmp_path / "model" / REPORT_FILE).read_text())
+    assert saved["pairs"]["train"] == report["pairs"]["train"] > 0 and saved["pairs"]["held_out"] > 0
+    assert report["heldout"]["queries"] > 0 and 0 <= report["heldout"]["after"]["mrr@10"] <= 1
+    assert report["training"]["embedder"]["steps"] == 1 and report["training"]["reranker"]["steps"] == 1
+    reranker = CrossEncoder(report["reranker"], num_labels=1, device="cpu")  # saved head loads (no MISSING keys)
+    scores = reranker.predict([("magma eruption", "lava and ash"), ("magma eruption", "bread dough")])
+    assert len(scores) == 2 and np.isfinite(scores).all()
+
+    # A model that did not win is refused unless forced; forced, every chunk lands in a new collection.
+    (tmp_path / "model" / REPORT_FILE).write_text(json.dumps({**saved, "tuned_wins": False}))
+    with pytest.raises(RagError, match="did not beat"):
+        apply_tuned(settings, tmp_path / "model", progress=False)
+    result = apply_tuned(settings, tmp_path / "model", force=True, progress=False)
+    assert result["collection"] == "test_tuned" and result["points"] == 30
+    assert result["env"]["RAG_EMBED_MODEL"] == report["embedder"]
+    target = open_store(settings.replace(collection="test_tuned"))
+    try:
+        assert target.count() == 30 and target.info().embed_model == report["embedder"]
+    finally:
+        target.close()
