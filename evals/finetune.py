@@ -104,14 +104,7 @@ def train_bi_encoder(model_path: str, triplets: Sequence[Triplet], cfg: TrainCon
             columns.append([t.negative for t in items])
         embeddings = [model(model.preprocess(col))["sentence_embedding"] for col in columns]
         loss = loss_fn.compute_loss_from_embeddings(embeddings, None)
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        losses.append(float(loss.detach()))
-        bar.update(1)
-        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        _optimisation_step(loss, model, optimizer, scheduler, losses, bar)
     bar.close()
     model.eval()
     model.max_seq_length = original_max  # retrieval embeds whole chunks, as the base model did
@@ -154,14 +147,7 @@ def train_cross_encoder(init_model_path: str, triplets: Sequence[Triplet], cfg: 
         features = model.preprocess([(q, p) for q, p, _ in items])
         logits = model(features)["scores"].view(-1)
         loss = bce(logits, torch.tensor([y for _, _, y in items], dtype=logits.dtype))
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        losses.append(float(loss.detach()))
-        bar.update(1)
-        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        _optimisation_step(loss, model, optimizer, scheduler, losses, bar)
     bar.close()
     model.eval()
     Path(out_dir).mkdir(parents=True, exist_ok=True)
@@ -180,3 +166,17 @@ def _stats(losses: list[float], examples: int, started: float) -> dict[str, Any]
         "loss_last": round(sum(tail) / len(tail), 4) if losses else None,
         "finite": all(math.isfinite(x) for x in losses),
     }
+
+
+def _optimisation_step(loss, model, optimizer, scheduler, losses: list[float], bar) -> None:
+    """Backward, clip, step, schedule; record the loss on the progress bar."""
+    import torch
+
+    optimizer.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    scheduler.step()
+    losses.append(float(loss.detach()))
+    bar.update(1)
+    bar.set_postfix(loss=f"{losses[-1]:.3f}")

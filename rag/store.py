@@ -175,6 +175,12 @@ _CHUNK_DEFAULTS: dict[str, Any] = {
 }
 
 
+def _chunks_in_order(ids: list[str], records: list[Any]) -> list[Chunk]:
+    """Chunks for the requested ids, in request order, skipping ids the store does not have."""
+    by_id = {str(r.id): r for r in records}
+    return [_chunk(i, by_id[str(i)].payload) for i in ids if str(i) in by_id]
+
+
 def _chunk(point_id: Any, payload: dict[str, Any] | None) -> Chunk:
     # Points written by an older version (or by hand) may lack fields: fill them rather than crash a search.
     return Chunk.from_payload(str(point_id), {**_CHUNK_DEFAULTS, **(payload or {})})
@@ -480,8 +486,7 @@ class EdgeStore(Store):
         if not ids or self._info is None:
             return []
         records = self._require().retrieve([str(i) for i in ids], with_payload=True, with_vector=False)
-        by_id = {str(r.id): r for r in records}
-        return [_chunk(i, by_id[str(i)].payload) for i in ids if str(i) in by_id]
+        return _chunks_in_order(ids, records)
 
     def search(
         self, dense: list[float] | None, sparse: SparseVector | None, flt: SearchFilter | None, limit: int
@@ -740,8 +745,7 @@ class ServerStore(Store):
             return []
         records = self._call("retrieve", self.client.retrieve, self.collection, [str(i) for i in ids],
                              with_payload=True, with_vectors=False)
-        by_id = {str(r.id): r for r in records}
-        return [_chunk(i, by_id[str(i)].payload) for i in ids if str(i) in by_id]
+        return _chunks_in_order(ids, records)
 
     def search(
         self, dense: list[float] | None, sparse: SparseVector | None, flt: SearchFilter | None, limit: int

@@ -94,18 +94,9 @@ def reranker(minilm_path):
 
 
 @pytest.fixture()
-def eval_settings(tmp_path, minilm_path) -> Settings:
-    return Settings(
-        qdrant_path=str(tmp_path / "qdrant"),
-        state_dir=str(tmp_path / "state"),
-        upload_dir=str(tmp_path / "uploads"),
-        collection="test",
-        embed_model=minilm_path,
-        rerank_model=minilm_path,
-        llm_provider="extractive",
-        chunk_tokens=128,
-        chunk_overlap_tokens=16,
-    )
+def eval_settings(settings) -> Settings:
+    """The shared per-test settings (conftest): MiniLM, fresh embedded store, extractive answers."""
+    return settings
 
 
 def _in_unit(value) -> bool:
