@@ -36,12 +36,20 @@ def _peak_rss_reset() -> bool:
         return False
 
 
-def _peak_rss_mb() -> float:
+def _status_mb(field: str) -> float:
     with open("/proc/self/status") as fh:
         for line in fh:
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     return 0.0
+
+
+def _peak_rss_mb() -> float:
+    return _status_mb("VmHWM")
+
+
+def _rss_mb() -> float:
+    return _status_mb("VmRSS")
 
 
 def _docx_bomb(template: Path, out: Path, padding_mb: int) -> None:
@@ -145,8 +153,10 @@ def test_hostile_folder_reports_each_file_and_keeps_earlier_chunks(hostile, sett
     (docs / "good-memo.pdf").write_bytes(memo_bytes[:1500])
 
     measured = _peak_rss_reset()
+    rss_before_mb = _rss_mb()
     report = ingest_paths([docs], settings, store, embedder, progress=False)
-    peak_mb = _peak_rss_mb()
+    growth_mb = _peak_rss_mb() - rss_before_mb
+    print(f"peak RSS growth during the hostile ingest: {growth_mb:.0f} MB")
 
     outcomes = {Path(f.path).relative_to(docs).as_posix(): f for f in report.files}
     # every hostile file has an outcome with a non-empty, one-line reason (indexed files need none)
@@ -204,7 +214,9 @@ def test_hostile_folder_reports_each_file_and_keeps_earlier_chunks(hostile, sett
     assert "ignore all previous instructions" in text_of[str(docs / "injection.txt")]
     # the archive was never expanded: memory stayed far below its 128 MB content, the docx bomb too
     if measured:
-        assert peak_mb < 1500, peak_mb  # the whole process incl. torch; the bombs would add 128 + 40 MB of buffers
+        # Growth of this process's peak over its size before the run (models and parsers are already
+        # loaded by the first ingest above): expanding the bombs would add 128 + 40 MB of buffers.
+        assert growth_mb < 100, growth_mb
     store.close()
 
 
