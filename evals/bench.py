@@ -855,14 +855,19 @@ def targets(result: dict[str, Any]) -> dict[str, Any]:
                                          "value": share, "met": None if share is None else share <= 0.10}
     base = result.get("baseline", {})
     cran = base.get("cranfield", {})
-    mode = "rerank" if "rerank" in cran else "hybrid"
-    delta = cran.get(mode, {}).get("ndcg_delta")
-    out["ndcg_vs_langchain"] = {"target": ">= 0 (ours - LangChain)", "mode": mode, "value": delta,
-                                "met": None if delta is None else delta >= -1e-9}
     scale_base = base.get("at_scale") or {}
-    speed = scale_base.get(mode, {}).get("p50_speedup")
-    out["p50_speedup_vs_langchain"] = {"target": ">= 2.0", "mode": mode, "at_chunks": scale_base.get("chunks"),
-                                       "value": speed, "met": None if speed is None else speed >= 2.0}
+    # Both modes are reported: rerank-mode quality only means something with a trained cross-encoder
+    # (on machines without the Hub the test cross-encoder has an untrained head), and at scale the
+    # shared cross-encoder's inference dominates rerank-mode latency in both systems alike.
+    for mode in ("hybrid", "rerank"):
+        delta = cran.get(mode, {}).get("ndcg_delta")
+        out[f"ndcg_vs_langchain_{mode}"] = {"target": ">= 0 (ours - LangChain)", "mode": mode, "value": delta,
+                                            "met": None if delta is None else delta >= -1e-9}
+    for mode in ("hybrid", "rerank"):
+        speed = scale_base.get(mode, {}).get("p50_speedup")
+        out[f"p50_speedup_vs_langchain_{mode}"] = {"target": ">= 2.0", "mode": mode,
+                                                   "at_chunks": scale_base.get("chunks"), "value": speed,
+                                                   "met": None if speed is None else speed >= 2.0}
     edge = result.get("scale", {}).get("edge", [])
     biggest = max(edge, key=lambda r: r["chunks"]) if edge else None
     p50 = biggest["hybrid_ms"]["p50"] if biggest else None
@@ -977,7 +982,11 @@ def main(args: Any, settings: Settings) -> int:
         cfg.baseline_scale_size = max(s for s in cfg.sizes if s <= cfg.baseline_scale_size) if any(
             s <= cfg.baseline_scale_size for s in cfg.sizes) else cfg.sizes[0]
     partial = Path(args.out).with_suffix(".partial.json") if getattr(args, "out", None) else None
-    result = run_bench(settings, cfg, partial_path=partial)
+    parts = tuple(p.strip() for p in (getattr(args, "parts", None) or "ingest,query,baseline,scale").split(",") if p.strip())
+    unknown = set(parts) - {"ingest", "query", "baseline", "scale"}
+    if unknown:
+        raise ConfigError(f"--parts: unknown part(s) {', '.join(sorted(unknown))}; use ingest, query, baseline, scale")
+    result = run_bench(settings, cfg, partial_path=partial, parts=parts)
     markdown = render_markdown(result)
     if getattr(args, "out", None):
         Path(args.out).write_text(markdown + "\n", encoding="utf-8")

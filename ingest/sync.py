@@ -346,7 +346,8 @@ class FolderSync:
         parsed_queue: "queue.Queue[_Parsed | None]" = queue.Queue(maxsize=8)
         worker = threading.Thread(target=self._parse_worker, args=(jobs, parsed_queue), daemon=True)
         worker.start()
-        batch_target = max(self.settings.embed_batch_size * 4, 64)
+        # Large groups: sentence-transformers sorts each encode call by length, so bigger groups pad less.
+        batch_target = max(self.settings.embed_batch_size * 16, 256)
         pending: list[tuple[_Parsed, ChunkDraft, int]] = []
         remaining: dict[str, int] = {}
         files_bar = tqdm(total=len(jobs), desc="files", unit="file", disable=not self.progress, file=_stderr())

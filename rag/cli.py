@@ -92,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sizes", help="comma-separated collection sizes for the scale test")
     p.add_argument("--out", help="write the Markdown report here")
     p.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    p.add_argument("--parts", help="comma-separated subset of ingest,query,baseline,scale (default: all)")
     _add_common(p)
 
     p = sub.add_parser("tune", help="fine-tune the retriever and reranker on the collection's own chunks")
