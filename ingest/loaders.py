@@ -38,6 +38,10 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("UNSTRUCTURED_DISABLE_NOTICE", "1")
 
 log = logging.getLogger(__name__)
+# pdfminer and pypdf log a warning per odd drawing operator or broken xref entry; the per-file
+# summary already says when a PDF fails, so their chatter would only bury it on stderr.
+for _noisy in ("pdfminer", "pypdf"):
+    logging.getLogger(_noisy).setLevel(logging.ERROR)
 
 # extension -> file_type reported in ParsedDocument (and the Chunk payload).
 _EXTENSIONS: dict[str, str] = {
