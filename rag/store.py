@@ -261,6 +261,16 @@ class Store(ABC):
     def disk_bytes(self) -> int:
         """Bytes on disk used by the collection (0 when the backend cannot tell)."""
 
+    def _query_legs(self, dense: list[float] | None, sparse: SparseVector | None) -> list[tuple[str, Any]]:
+        """The legs a search runs, as (vector name, plain vector): dense floats, or (indices, values)."""
+        legs: list[tuple[str, Any]] = []
+        if dense is not None and len(dense):
+            self._check_dimension(len(dense), "the query vector")
+            legs.append((DENSE, [float(x) for x in dense]))
+        if sparse is not None and len(sparse.indices):
+            legs.append((SPARSE, (list(sparse.indices), [float(v) for v in sparse.values])))
+        return legs
+
     def optimize(self) -> None:
         """Build search indexes now (HNSW, payload); a no-op where the backend does it by itself."""
 
@@ -496,21 +506,15 @@ class EdgeStore(Store):
         if self._info is None or _matches_nothing(flt) or limit <= 0:
             return [], []
         edge_filter = self._filter(flt)
-        legs: list[str] = []
-        requests = []
-        if dense is not None and len(dense):
-            self._check_dimension(len(dense), "the query vector")
-            legs.append(DENSE)
-            requests.append(qe.QueryRequest(limit=limit, query=qe.Query.Nearest([float(x) for x in dense], using=DENSE),
-                                            filter=edge_filter, with_payload=True))
-        if sparse is not None and len(sparse.indices):
-            legs.append(SPARSE)
-            requests.append(qe.QueryRequest(
-                limit=limit,
-                query=qe.Query.Nearest(qe.SparseVector(list(sparse.indices), [float(v) for v in sparse.values]), using=SPARSE),
-                filter=edge_filter, with_payload=True))
-        if not requests:
+        legs = self._query_legs(dense, sparse)
+        if not legs:
             return [], []
+        requests = [
+            qe.QueryRequest(limit=limit, filter=edge_filter, with_payload=True,
+                            query=qe.Query.Nearest(list(vector) if name == DENSE else qe.SparseVector(*vector), using=name))
+            for name, vector in legs
+        ]
+        legs = [name for name, _ in legs]
         try:
             results = self._require().query_batch(qe.QueryBatchRequest(requests))
         except StoreError:
@@ -755,20 +759,15 @@ class ServerStore(Store):
         if self._info is None or _matches_nothing(flt) or limit <= 0:
             return [], []
         server_filter = self._filter(flt)
-        legs: list[str] = []
-        requests = []
-        if dense is not None and len(dense):
-            self._check_dimension(len(dense), "the query vector")
-            legs.append(DENSE)
-            requests.append(qm.QueryRequest(query=[float(x) for x in dense], using=DENSE, filter=server_filter,
-                                            limit=limit, with_payload=True))
-        if sparse is not None and len(sparse.indices):
-            legs.append(SPARSE)
-            requests.append(qm.QueryRequest(
-                query=qm.SparseVector(indices=list(sparse.indices), values=[float(v) for v in sparse.values]),
-                using=SPARSE, filter=server_filter, limit=limit, with_payload=True))
-        if not requests:
+        legs = self._query_legs(dense, sparse)
+        if not legs:
             return [], []
+        requests = [
+            qm.QueryRequest(query=list(vector) if name == DENSE else qm.SparseVector(indices=vector[0], values=vector[1]),
+                            using=name, filter=server_filter, limit=limit, with_payload=True)
+            for name, vector in legs
+        ]
+        legs = [name for name, _ in legs]
         responses = self._call("query_batch_points", self.client.query_batch_points, self.collection, requests)
         out = {name: [ScoredChunk(_chunk(p.id, p.payload), float(p.score)) for p in res.points]
                for name, res in zip(legs, responses)}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.ui_app_fixture import start_server, ui_docs, ui_server, ui_settings  # noqa: F401
+from tests.ui_app_fixture import llm_ui_server, start_server, ui_docs, ui_server, ui_settings  # noqa: F401
 from tests.fake_llm_server import Reply, Status, fake_llm  # noqa: F401
 
 gradio_client = pytest.importorskip("gradio_client")
@@ -130,22 +130,11 @@ def test_empty_collection_gives_a_readable_message(minilm_path, tmp_path):
         server.pipeline.close()
 
 
-def _llm_server(ui_server, fake_llm, **changes):
-    """A second app over the same store and embedder, answering through the fake LLM endpoint."""
-    from rag.pipeline import Pipeline
-
-    settings = ui_server.settings.replace(llm_provider="openai", llm_base_url=fake_llm.base_url,
-                                          llm_model="fake-model", llm_max_retries=0, llm_timeout_s=10.0,
-                                          **changes)
-    pipeline = Pipeline(settings, store=ui_server.pipeline.store, embedder=ui_server.pipeline.embedder)
-    return start_server(settings, None, pipeline=pipeline)
-
-
 def test_llm_answers_stream_into_the_chat(ui_server, fake_llm):
     # Paced chunks: without a pause a busy machine may deliver the whole stream between two UI updates.
     fake_llm.script(Reply("According to the memo, 200 laptops were delivered on January 23, 2023 [1].",
                           token_delay_s=0.15))
-    server = _llm_server(ui_server, fake_llm)
+    server = llm_ui_server(ui_server, fake_llm)
     try:
         job = _client(server.url).submit(LAPTOPS, [], api_name="/chat")
         final = job.result(timeout=300)
@@ -165,7 +154,7 @@ def test_llm_answers_stream_into_the_chat(ui_server, fake_llm):
 
 def test_llm_endpoint_down_is_a_readable_message(ui_server, fake_llm):
     fake_llm.default = Status(500, "model crashed")
-    server = _llm_server(ui_server, fake_llm)
+    server = llm_ui_server(ui_server, fake_llm)
     try:
         messages, evidence_html, _, answer = _client(server.url).predict(LAPTOPS, [], api_name="/chat")
         text = _text(messages[-1]["content"])

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.fake_llm_server import fake_llm  # noqa: F401
-from tests.ui_app_fixture import start_server, ui_docs, ui_server  # noqa: F401
+from tests.ui_app_fixture import llm_ui_server, start_server, ui_docs, ui_server  # noqa: F401
 
 CHROMIUM = os.environ.get("RAG_CHROMIUM", "/usr/bin/chromium")
 SHOTS = Path(__file__).resolve().parent.parent / "test-output" / "screenshots"
@@ -149,14 +149,9 @@ def test_upload_a_file_and_see_it_indexed(page, ui_server, tmp_path):
 
 
 def test_llm_answer_streams_in_the_browser(page, ui_server, fake_llm):
-    from rag.pipeline import Pipeline
-
     words = " ".join(["The memo says that"] * 20)
     fake_llm.responder = lambda body: f"{words} 200 laptops were delivered on January 23, 2023 [1]."
-    settings = ui_server.settings.replace(llm_provider="openai", llm_base_url=fake_llm.base_url,
-                                          llm_model="fake-model", llm_max_retries=0)
-    pipeline = Pipeline(settings, store=ui_server.pipeline.store, embedder=ui_server.pipeline.embedder)
-    server = start_server(settings, None, pipeline=pipeline)
+    server = llm_ui_server(ui_server, fake_llm)
     try:
         _open(page, server.url)
         # record every state of the reply while it streams
@@ -195,13 +190,8 @@ def test_file_type_filter_applies_to_this_session_only(browser, ui_server):
 
 
 def test_abstention_is_shown_with_related_passages(page, ui_server, fake_llm):
-    from rag.pipeline import Pipeline
-
     fake_llm.responder = lambda body: "INSUFFICIENT_EVIDENCE"
-    settings = ui_server.settings.replace(llm_provider="openai", llm_base_url=fake_llm.base_url,
-                                          llm_model="fake-model", llm_max_retries=0)
-    pipeline = Pipeline(settings, store=ui_server.pipeline.store, embedder=ui_server.pipeline.embedder)
-    server = start_server(settings, None, pipeline=pipeline)
+    server = llm_ui_server(ui_server, fake_llm)
     try:
         _open(page, server.url)
         _ask(page, "Who won the 1890 regatta on the river Thames?")

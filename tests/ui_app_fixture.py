@@ -75,3 +75,14 @@ def ui_server(ui_docs, minilm_path, tmp_path_factory):
     yield server
     server.demo.close()
     server.pipeline.close()
+
+
+def llm_ui_server(ui_server, fake_llm, **changes):
+    """A second app over the same store and embedder, answering through the fake LLM endpoint."""
+    from rag.pipeline import Pipeline
+
+    settings = ui_server.settings.replace(llm_provider="openai", llm_base_url=fake_llm.base_url,
+                                          llm_model="fake-model", llm_max_retries=0, llm_timeout_s=10.0,
+                                          **changes)
+    pipeline = Pipeline(settings, store=ui_server.pipeline.store, embedder=ui_server.pipeline.embedder)
+    return start_server(settings, None, pipeline=pipeline)
