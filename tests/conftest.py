@@ -63,3 +63,20 @@ def embedder(minilm_path):
     from rag.embedding import load_embedder
 
     return load_embedder(minilm_path)
+
+
+def index_sample_docs(tmp_path: Path, settings, embedder, evaldata: Path, names=("fake-memo.pdf",)) -> Path:
+    """Copy docs-mixed files into tmp_path/docs and ingest them into a fresh store (closed afterwards)."""
+    import shutil
+
+    from ingest.sync import ingest_paths
+    from rag.store import open_store
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for name in names:
+        shutil.copy(evaldata / "docs-mixed" / "files" / name, docs)
+    store = open_store(settings)
+    ingest_paths([docs], settings, store, embedder, progress=False)
+    store.close()
+    return docs

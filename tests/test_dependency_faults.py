@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import index_sample_docs
+
 from ingest.sync import ingest_paths
 from rag.config import Settings
 from rag.errors import ModelMismatchError
@@ -141,11 +143,8 @@ def test_qdrant_server_unreachable(tmp_path, minilm_path):
 @pytest.fixture()
 def existing(tmp_path, settings, embedder, evaldata):
     """A collection built with MiniLM, and a snapshot of its points."""
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    shutil.copy(evaldata / "docs-mixed" / "files" / "fake-memo.pdf", docs)
+    docs = index_sample_docs(tmp_path, settings, embedder, evaldata)
     store = open_store(settings)
-    ingest_paths([docs], settings, store, embedder, progress=False)
     snapshot = {i: p for i, p, _v in store.iter_payloads()}
     store.close()
     (docs / "new.txt").write_text("A new file that must not be half-written when the model is missing.\n",

@@ -234,17 +234,9 @@ def test_no_secret_in_logs_errors_or_eval_reports(tmp_path, settings, embedder, 
 
 
 def test_no_secret_on_cli_stderr_with_debug_logging(tmp_path, settings, embedder, evaldata):
-    import shutil
+    from tests.conftest import index_sample_docs
 
-    from ingest.sync import ingest_paths
-    from rag.store import open_store
-
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    shutil.copy(evaldata / "docs-mixed" / "files" / "fake-memo.pdf", docs)
-    store = open_store(settings)
-    ingest_paths([docs], settings, store, embedder, progress=False)
-    store.close()
+    docs = index_sample_docs(tmp_path, settings, embedder, evaldata)
     env = dict(os.environ)
     env.pop("RAG_QDRANT_URL", None)
     env.update({"PYTHONPATH": str(REPO_ROOT), "OPENAI_API_KEY": MARKER, "RAG_QDRANT_PATH": settings.qdrant_path,
