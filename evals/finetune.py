@@ -7,8 +7,8 @@ A plain torch loop instead of `SentenceTransformerTrainer`: the trainer needs `d
 - Bi-encoder: `MultipleNegativesRankingLoss` (InfoNCE over in-batch positives and hard negatives,
   similarity x `scale`, i.e. temperature = 1 / scale).
 - Cross-encoder: `CrossEncoder(init_model, num_labels=1)` (the embedding model's BERT backbone with a
-  fresh one-logit head when no reranker weights exist), binary cross-entropy on (query, positive) = 1
-  vs (query, hard negative) = 0.
+  fresh one-logit head when no reranker weights exist), listwise softmax cross-entropy over the whole
+  positive chunk and several hard negatives.
 """
 
 from __future__ import annotations
@@ -36,11 +36,16 @@ class TrainConfig:
     lr: float = 3e-5
     scale: float = 20.0  # MNRL similarity scale; temperature = 1 / scale
     warmup_ratio: float = 0.1
-    rerank_lr: float = 5e-5
+    rerank_lr: float = 1e-4
     head_lr_factor: float = 20.0  # the fresh classifier head learns faster than the pretrained backbone
-    rerank_batch_size: int = 16
+    rerank_batch_size: int = 32  # (query, passage) inputs per step: 8 groups of 1 positive + 3 negatives
+    rerank_negatives: int = 3
     rerank_max_length: int = 128
     max_steps: int | None = None  # cap per model (tests, smoke runs)
+    # Pseudo-query shape (evals.pairs.inverse_cloze_pairs).
+    pairs_per_chunk: int = 2
+    keep_prob: float = 0.1  # keep the query sentence in the embedder's positive (Lee et al. 2019)
+    query_dropout: float = 0.3
     seed: int = 0
 
     @property
@@ -115,21 +120,26 @@ def train_bi_encoder(model_path: str, triplets: Sequence[Triplet], cfg: TrainCon
 
 def train_cross_encoder(init_model_path: str, triplets: Sequence[Triplet], cfg: TrainConfig, out_dir: str | Path,
                         progress: bool = False) -> dict[str, Any]:
-    """Train a one-logit CrossEncoder (BCE, positives vs hard negatives) and save it to `out_dir`."""
+    """Train a one-logit CrossEncoder listwise and save it to `out_dir`.
+
+    Each query is scored against its whole positive chunk (as search will show it) and
+    `cfg.rerank_negatives` hard negatives drawn from its pool; softmax cross-entropy over the group
+    puts the positive first. Listwise learns the within-list order a reranker is used for, where
+    pointwise BCE spends its capacity on absolute scores. Pairs without any negative are skipped.
+    """
     import torch
     from sentence_transformers import CrossEncoder
 
     torch.manual_seed(cfg.seed)
-    model = CrossEncoder(init_model_path, num_labels=1, device="cpu")
-    model.max_seq_length = cfg.rerank_max_length
-    examples: list[tuple[str, str, float]] = []
-    for t in triplets:
-        examples.append((t.pair.query, t.pair.positive, 1.0))
-        if t.negative:
-            examples.append((t.pair.query, t.negative, 0.0))
     rng = random.Random(cfg.seed)
-    order = [i for _ in range(cfg.epochs) for i in rng.sample(range(len(examples)), len(examples))]
-    batches = [order[i:i + cfg.rerank_batch_size] for i in range(0, len(order), cfg.rerank_batch_size)]
+    model = CrossEncoder(init_model_path, num_labels=1, device="cpu")
+    original_max = model.max_seq_length
+    model.max_seq_length = cfg.rerank_max_length
+    usable = [t for t in triplets if t.pool or t.negative]
+    group = cfg.rerank_negatives + 1
+    per_step = max(1, cfg.rerank_batch_size // group)  # rerank_batch_size counts (query, passage) inputs
+    order = [i for _ in range(cfg.epochs) for i in rng.sample(range(len(usable)), len(usable))]
+    batches = [order[i:i + per_step] for i in range(0, len(order), per_step)]
     if cfg.max_steps is not None:
         batches = batches[: cfg.max_steps]
     head = [p for n, p in model.named_parameters() if "classifier" in n]
@@ -137,19 +147,25 @@ def train_cross_encoder(init_model_path: str, triplets: Sequence[Triplet], cfg: 
     optimizer = torch.optim.AdamW([{"params": body, "lr": cfg.rerank_lr},
                                    {"params": head, "lr": cfg.rerank_lr * cfg.head_lr_factor}], weight_decay=0.01)
     scheduler = _scheduler(optimizer, len(batches), cfg.warmup_ratio)
-    bce = torch.nn.BCEWithLogitsLoss()
     losses: list[float] = []
     started = time.perf_counter()
     model.train()
     bar = _progress(len(batches), "training reranker", progress)
     for batch in batches:
-        items = [examples[i] for i in batch]
-        features = model.preprocess([(q, p) for q, p, _ in items])
-        logits = model(features)["scores"].view(-1)
-        loss = bce(logits, torch.tensor([y for _, _, y in items], dtype=logits.dtype))
+        inputs: list[tuple[str, str]] = []
+        for i in batch:
+            t = usable[i]
+            pool = t.pool or [t.negative]
+            negatives = rng.sample(pool, min(len(pool), cfg.rerank_negatives))
+            while len(negatives) < cfg.rerank_negatives:  # a short pool repeats: every group has one shape
+                negatives.append(rng.choice(pool))
+            inputs.extend((t.pair.query, text) for text in [t.pair.full_positive, *negatives])
+        logits = model(model.preprocess(inputs))["scores"].view(len(batch), group)
+        loss = torch.nn.functional.cross_entropy(logits, torch.zeros(len(batch), dtype=torch.long))
         _optimisation_step(loss, model, optimizer, scheduler, losses, bar)
     bar.close()
     model.eval()
+    model.max_seq_length = original_max  # search scores whole chunks
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out_dir))
     return _stats(losses, sum(len(b) for b in batches), started)

@@ -2,8 +2,12 @@
 
 A hard negative is a chunk that BM25 ranks high for the pseudo-query (lexically close) but that is not
 its positive. Pseudo-labels are noisy, so candidates that may in fact answer the query are dropped:
-the positive chunk itself, chunks of the same file and section, and near-duplicates of the positive
-(Jaccard similarity of BM25 token sets above a threshold).
+the positive chunk itself, its neighbours in the same file and section (a chunk boundary can cut the
+passage a sentence belongs to), every chunk of the section for a title query (a title describes its whole
+section), and near-duplicates of the positive (Jaccard similarity of BM25 token sets above a threshold).
+
+Other chunks of the same section stay eligible for sentence queries: in a long section (a wiki article
+under one heading) they are exactly the confusable passages a retriever must learn to tell apart.
 
 In-batch negatives: MultipleNegativesRankingLoss uses every other pair's positive and negative as
 negatives for each query. `no_duplicate_batches` builds batches in which no chunk (positive or
@@ -14,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
 from evals.pairs import TrainPair
@@ -22,15 +26,22 @@ from evals.pairs import TrainPair
 log = logging.getLogger(__name__)
 
 NEAR_DUPLICATE_JACCARD = 0.8
+RERANK_POOL = 8  # safe candidates kept per pair for listwise reranker training
+NEIGHBOUR_WINDOW = 1  # chunks this close to the positive (same file and section) are never negatives
 
 
 @dataclass
 class Triplet:
-    """A training example: query, positive text, and one hard negative chunk (or None when none was found)."""
+    """A training example: query, positive text, and one hard negative chunk (or None when none was found).
+
+    `pool` holds the texts of every safe candidate (best BM25 rank first, up to RERANK_POOL); the
+    reranker trains listwise against several of them.
+    """
 
     pair: TrainPair
     negative: str | None
     negative_id: str | None
+    pool: list[str] = field(default_factory=list)
 
 
 def jaccard(a: Iterable[str], b: Iterable[str]) -> float:
@@ -46,7 +57,10 @@ def is_false_negative(pair: TrainPair, candidate: Any, tokenize: Callable[[str],
     if candidate.id == pair.chunk_id:
         return True
     if candidate.file_path == pair.file_path and (candidate.section or "") == pair.section:
-        return True
+        if pair.kind == "title" or pair.chunk_index < 0:  # a title query (or an unknown position): whole section
+            return True
+        if abs(candidate.chunk_index - pair.chunk_index) <= NEIGHBOUR_WINDOW:
+            return True
     pos = positive_tokens if positive_tokens is not None else set(tokenize(pair.positive))
     return jaccard(pos, tokenize(candidate.text)) > threshold
 
@@ -83,7 +97,7 @@ def mine_hard_negatives(pairs: Sequence[TrainPair], store: Any, bm25: Any, acl: 
         safe = filter_candidates(pair, [h.chunk for h in hits], bm25.tokenize, threshold)[skip:]
         if safe:
             pick = safe[min(len(safe) - 1, rng.randrange(3))]  # one of the top 3: variety over epochs/pairs
-            triplets.append(Triplet(pair, pick.text, pick.id))
+            triplets.append(Triplet(pair, pick.text, pick.id, [c.text for c in safe[:RERANK_POOL]]))
         else:
             missing += 1
             triplets.append(Triplet(pair, None, None))

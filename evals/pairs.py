@@ -19,10 +19,13 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any, Iterable, Sequence
 
+from rag.citations import sentences as citation_sentences
+
 log = logging.getLogger(__name__)
 
-# Sentence ends: ., ! or ? followed by whitespace and an upper-case letter, digit or quote.
-_SENT_SPLIT = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[A-Z0-9])")
+# A sentence end in tokenized text: punctuation with a space before it ("... cooling . this paper").
+_TOKENIZED_END = re.compile(r"(?<=\s[.!?])\s+")
+MIN_FRAGMENT_WORDS = 3
 _MARKDOWN_HEADING = re.compile(r"^\s*#{1,6}\s+")
 MIN_QUERY_WORDS = 6
 MAX_QUERY_WORDS = 60
@@ -40,20 +43,35 @@ class TrainPair:
     file_path: str
     section: str
     kind: str  # "cloze" | "title" | "llm"
+    chunk_index: int = -1  # the positive's position in its file (the negative filter spares its neighbours)
+    chunk_text: str = ""  # the whole positive chunk (what the reranker scores at search time)
+
+    @property
+    def full_positive(self) -> str:
+        """The whole positive chunk when known, else the training positive."""
+        return self.chunk_text or self.positive
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 def split_sentences(text: str) -> list[str]:
-    """Sentences of a chunk (paragraph breaks and sentence punctuation); headings become their own line."""
-    sentences: list[str] = []
-    for block in re.split(r"\n\s*\n|\n(?=\s*[#*\-])", text):
-        block = " ".join(block.split())
-        if not block:
-            continue
-        sentences.extend(s.strip() for s in _SENT_SPLIT.split(block) if s.strip())
-    return sentences
+    """Sentences of a chunk: the product's sentence splitter (`rag.citations`), plus a pass for tokenized
+    lower-case text ("cooling . this paper ..."), which it rightly does not split; fragments of fewer
+    than MIN_FRAGMENT_WORDS words join the sentence before them."""
+    out: list[str] = []
+    for sentence in citation_sentences(text):
+        sentence = " ".join(sentence.split())
+        pieces = _TOKENIZED_END.split(sentence)
+        for piece in pieces:
+            piece = piece.strip()
+            if not piece:
+                continue
+            if out and _words(piece) < MIN_FRAGMENT_WORDS and not _is_heading(out[-1]):
+                out[-1] = f"{out[-1]} {piece}"
+            else:
+                out.append(piece)
+    return out
 
 
 def _words(text: str) -> int:
@@ -64,11 +82,15 @@ def _is_heading(sentence: str) -> bool:
     return bool(_MARKDOWN_HEADING.match(sentence)) or not re.search(r"[.!?:;]$", sentence) and _words(sentence) < 10
 
 
-def inverse_cloze_pair(chunk: Any, rng: random.Random) -> TrainPair | None:
-    """One inverse-cloze pair from a chunk, or None when it has no usable sentence.
+def inverse_cloze_pairs(chunk: Any, rng: random.Random, per_chunk: int = 1, keep_prob: float = 0.0,
+                        query_dropout: float = 0.0) -> list[TrainPair]:
+    """Up to `per_chunk` inverse-cloze pairs from a chunk, each on a different sentence.
 
-    The query sentence is taken out of the positive; a sentence that occurs twice in the chunk is never
-    chosen, so the query text never appears verbatim in its positive.
+    The query sentence is taken out of the positive, except with probability `keep_prob` (Lee et al.
+    keep it 10% of the time, so the model still learns that literal overlap counts). `query_dropout`
+    drops each query word with that probability (at least MIN_FRAGMENT_WORDS stay), which makes a
+    sentence read more like a partial, keyword-ish user query. A sentence that occurs twice in the chunk
+    is never chosen. `chunk_text` of every pair is the whole chunk, as search scores it.
     """
     sentences = split_sentences(chunk.text)
     candidates = [
@@ -76,13 +98,30 @@ def inverse_cloze_pair(chunk: Any, rng: random.Random) -> TrainPair | None:
         if MIN_QUERY_WORDS <= _words(s) <= MAX_QUERY_WORDS and not _is_heading(s) and sentences.count(s) == 1
     ]
     rng.shuffle(candidates)
+    pairs: list[TrainPair] = []
     for i in candidates:
+        if len(pairs) >= per_chunk:
+            break
         query = sentences[i]
-        positive = " ".join(s for j, s in enumerate(sentences) if j != i)
-        if _words(positive) >= MIN_POSITIVE_WORDS and query not in positive:
-            return TrainPair(query=query, positive=positive, chunk_id=chunk.id, file_path=chunk.file_path,
-                             section=chunk.section or "", kind="cloze")
-    return None
+        rest = " ".join(s for j, s in enumerate(sentences) if j != i)
+        if _words(rest) < MIN_POSITIVE_WORDS or query in rest:
+            continue
+        positive = chunk.text if rng.random() < keep_prob else rest
+        if query_dropout > 0:
+            words = query.split()
+            kept = [w for w in words if rng.random() >= query_dropout]
+            query = " ".join(kept if len(kept) >= MIN_FRAGMENT_WORDS else words[:MIN_FRAGMENT_WORDS])
+        pairs.append(TrainPair(query=query, positive=positive, chunk_id=chunk.id, file_path=chunk.file_path,
+                               section=chunk.section or "", kind="cloze", chunk_index=chunk.chunk_index,
+                               chunk_text=chunk.text))
+    return pairs
+
+
+def inverse_cloze_pair(chunk: Any, rng: random.Random, keep_prob: float = 0.0,
+                       query_dropout: float = 0.0) -> TrainPair | None:
+    """One inverse-cloze pair from a chunk (see `inverse_cloze_pairs`), or None when it has no usable sentence."""
+    pairs = inverse_cloze_pairs(chunk, rng, 1, keep_prob, query_dropout)
+    return pairs[0] if pairs else None
 
 
 def title_pairs(chunks: Sequence[Any], per_section: int = TITLES_PER_SECTION) -> list[TrainPair]:
@@ -98,7 +137,8 @@ def title_pairs(chunks: Sequence[Any], per_section: int = TITLES_PER_SECTION) ->
         members.sort(key=lambda c: c.chunk_index)
         for chunk in members[:per_section]:
             pairs.append(TrainPair(query=title, positive=chunk.text, chunk_id=chunk.id, file_path=file_path,
-                                   section=chunk.section or "", kind="title"))
+                                   section=chunk.section or "", kind="title", chunk_index=chunk.chunk_index,
+                                   chunk_text=chunk.text))
     return pairs
 
 
@@ -138,15 +178,19 @@ def llm_question_pairs(chunks: Sequence[Any], settings: Any, limit: int) -> list
             break
         if 3 <= _words(question) <= MAX_QUERY_WORDS:
             pairs.append(TrainPair(query=question, positive=chunk.text, chunk_id=chunk.id, file_path=chunk.file_path,
-                                   section=chunk.section or "", kind="llm"))
+                                   section=chunk.section or "", kind="llm", chunk_index=chunk.chunk_index,
+                                   chunk_text=chunk.text))
     return pairs
 
 
 def generate_pairs(chunks: Iterable[Any], max_pairs: int = 2000, seed: int = 0, settings: Any = None,
-                   llm_questions: int | None = None) -> list[TrainPair]:
+                   llm_questions: int | None = None, per_chunk: int = 1, keep_prob: float = 0.0,
+                   query_dropout: float = 0.0) -> list[TrainPair]:
     """Pseudo-query pairs for a collection: inverse cloze (most), titles, and LLM questions when enabled.
 
-    At most `max_pairs` pairs, spread over as many chunks as possible (at most one cloze pair per chunk).
+    At most `max_pairs` pairs, spread over as many chunks as possible: a first round takes one cloze
+    pair per chunk, later rounds (up to `per_chunk`) add more sentences of the same chunks.
+    `keep_prob` and `query_dropout` shape the cloze pairs (see `inverse_cloze_pairs`).
     `llm_questions` caps LLM calls (default: a quarter of `max_pairs` when `settings.llm_enabled`).
     """
     rng = random.Random(seed)
@@ -160,12 +204,14 @@ def generate_pairs(chunks: Iterable[Any], max_pairs: int = 2000, seed: int = 0, 
     rng.shuffle(titles)
     # Titles are few and vague: they may take at most a tenth of the budget.
     pairs.extend(titles[: max(0, max_pairs // 10)])
-    for chunk in chunks:
-        if len(pairs) >= max_pairs:
-            break
-        pair = inverse_cloze_pair(chunk, rng)
-        if pair is not None:
-            pairs.append(pair)
+    # Every chunk's candidate sentences, drawn once; round r takes the r-th pair of each chunk.
+    per_chunk_pairs = [inverse_cloze_pairs(c, rng, max(1, per_chunk), keep_prob, query_dropout) for c in chunks]
+    for round_ in range(max(1, per_chunk)):
+        for chunk_pairs in per_chunk_pairs:
+            if len(pairs) >= max_pairs:
+                break
+            if round_ < len(chunk_pairs):
+                pairs.append(chunk_pairs[round_])
     rng.shuffle(pairs)
     return pairs[:max_pairs]
 

@@ -18,6 +18,7 @@ MODEL_DIR layout: `embedder/` (sentence-transformers), `reranker/` (cross-encode
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import random
@@ -41,7 +42,10 @@ REPORT_FILE = "tune_report.json"
 HOLDOUT_FRACTION = 0.15
 EVAL_CORPUS_MAX = 600  # chunks re-embedded for the held-out check (all held-out positives + a sample)
 RERANK_CHECK_QUERIES = 60
-RERANK_CHECK_DEPTH = 20
+RERANK_CHECK_DEPTH = 30  # = the default rerank_top_m
+# A reranker trained for minutes on pseudo-queries is weaker than a pretrained one: it joins the dense and
+# BM25 legs as a third, equal-weight RRF leg (`rerank_fusion_weight`) instead of replacing their order.
+RERANK_FUSION_WEIGHT = 1.0
 
 
 # ------------------------------------------------------------------------------------------------
@@ -113,29 +117,60 @@ def heldout_check(held: Sequence[TrainPair], chunks: Sequence[Any], base_vectors
     }
 
 
-def rerank_check(held: Sequence[TrainPair], chunks: Sequence[Any], base_vectors: np.ndarray, base_model: Any,
-                 reranker: Any, query_instruction: str, limit: int = RERANK_CHECK_QUERIES,
-                 depth: int = RERANK_CHECK_DEPTH) -> dict[str, Any]:
-    """MRR@10 of held-out queries: base dense top-`depth` order vs the trained reranker's order of it."""
+def bm25_rows(pairs: Sequence[TrainPair], chunks: Sequence[Any], store: Any, bm25: Any, acl: list[str],
+              depth: int = 100) -> list[list[int]]:
+    """Each pair's BM25 top-`depth` as chunk row indices (the sparse leg of the store, as search runs it)."""
+    from rag.models import SearchFilter
+
+    row = {c.id: i for i, c in enumerate(chunks)}
+    flt = SearchFilter(acl=list(acl))
+    out = []
+    for pair in pairs:
+        sparse = bm25.encode_query(pair.query)
+        hits = store.search(None, sparse, flt, limit=depth)[1] if sparse.indices else []
+        out.append([row[h.chunk.id] for h in hits if h.chunk.id in row])
+    return out
+
+
+def _rr_at_10(order: Sequence[int], target: int) -> float:
+    top = list(order[:10])
+    return 1.0 / (top.index(target) + 1) if target in top else 0.0
+
+
+def rerank_check(held: Sequence[TrainPair], held_bm25: Sequence[Sequence[int]], chunks: Sequence[Any],
+                 base_vectors: np.ndarray, base_model: Any, reranker: Any, query_instruction: str,
+                 rrf_k: int = 60, top_m: int = RERANK_CHECK_DEPTH, limit: int = RERANK_CHECK_QUERIES,
+                 fusion_weight: float = RERANK_FUSION_WEIGHT) -> dict[str, Any]:
+    """MRR@10 of held-out queries over the base hybrid top-`top_m`: hybrid order, the trained reranker's
+    order alone, and the reranker fused as a third RRF leg (`fusion_weight`), as search would run them."""
     import torch
 
+    from rag.fusion import reciprocal_rank_fusion
+
     id_row = {c.id: i for i, c in enumerate(chunks)}
-    held = [p for p in held if p.chunk_id in id_row][:limit]
-    if not held:
+    rows = [(p, bm) for p, bm in zip(held, held_bm25) if p.chunk_id in id_row][:limit]
+    if not rows:
         return {"queries": 0}
-    q = base_model.encode([query_instruction + p.query for p in held], normalize_embeddings=True, convert_to_numpy=True)
-    top = np.argsort(-(q @ base_vectors.T), axis=1)[:, :depth]
-    dense_rr, rerank_rr = [], []
-    for pair, cands in zip(held, top):
+    q = base_model.encode([query_instruction + p.query for p, _ in rows], normalize_embeddings=True,
+                          convert_to_numpy=True)
+    dense_top = np.argsort(-(q @ base_vectors.T), axis=1)[:, :100]
+    rr: dict[str, list[float]] = {"hybrid": [], "rerank_alone": [], "rerank_fused": []}
+    for (pair, bm), dense in zip(rows, dense_top):
         target = id_row[pair.chunk_id]
-        cands = list(cands)
-        dense_rr.append(1.0 / (cands.index(target) + 1) if target in cands[:10] else 0.0)
+        legs = {"dense": [str(r) for r in dense], "bm25": [str(r) for r in bm]}
+        hybrid = [int(item.id) for item in reciprocal_rank_fusion(legs, k=rrf_k)]
+        cands = hybrid[:top_m]
         scores = reranker.predict([(pair.query, chunks[i].text) for i in cands], activation_fn=torch.nn.Identity(),
                                   show_progress_bar=False, convert_to_numpy=True).reshape(-1)
-        order = [cands[i] for i in np.argsort(-scores, kind="stable")]
-        rerank_rr.append(1.0 / (order.index(target) + 1) if target in order[:10] else 0.0)
-    return {"queries": len(held), "depth": depth, "dense_mrr@10": round(float(np.mean(dense_rr)), 4),
-            "rerank_mrr@10": round(float(np.mean(rerank_rr)), 4)}
+        alone = [cands[i] for i in np.argsort(-scores, kind="stable")]
+        fused = [int(item.id) for item in reciprocal_rank_fusion(
+            {**legs, "rerank": [str(r) for r in alone]}, k=rrf_k, weights={"rerank": fusion_weight})
+            if int(item.id) in set(cands)]
+        rr["hybrid"].append(_rr_at_10(hybrid, target))
+        rr["rerank_alone"].append(_rr_at_10(alone, target))
+        rr["rerank_fused"].append(_rr_at_10(fused, target))
+    return {"queries": len(rows), "top_m": top_m, "fusion_weight": fusion_weight,
+            **{f"{name}_mrr@10": round(float(np.mean(v)), 4) for name, v in rr.items()}}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -151,14 +186,18 @@ def harness_compare(dataset_dir: str, base: Settings, tuned: Settings, limit: in
     """
     from evals.runner import run_retrieval
 
-    before = run_retrieval(dataset_dir, base, modes=("dense", "hybrid", "rerank"), limit=limit, progress=progress)
-    after = run_retrieval(dataset_dir, tuned, modes=("dense", "hybrid", "rerank"), limit=limit, progress=progress)
+    modes = ("dense", "hybrid", "rerank") if tuned.rerank_enabled else ("dense", "hybrid")
+    before = run_retrieval(dataset_dir, base, modes=modes, limit=limit, progress=progress)
+    after = run_retrieval(dataset_dir, tuned, modes=modes, limit=limit, progress=progress)
     b = {m: v["metrics"] for m, v in before["retrieval"]["modes"].items()}
     a = {m: v["metrics"] for m, v in after["retrieval"]["modes"].items()}
     deltas = {m: {name: round(a[m][name] - b[m][name], 4) for name in a[m] if name in b.get(m, {})
                   and a[m][name] is not None and b[m][name] is not None} for m in a}
+    # The reranker's own effect: rerank mode against hybrid mode of the same embedder.
+    rerank_over_hybrid = {label: round(r["rerank"]["ndcg@10"] - r["hybrid"]["ndcg@10"], 4)
+                          for label, r in (("before", b), ("after", a)) if "rerank" in r}
     return {"dataset": dataset_dir, "queries": after["dataset"].get("queries_evaluated"),
-            "before": b, "after": a, "deltas": deltas,
+            "before": b, "after": a, "deltas": deltas, "rerank_over_hybrid_ndcg@10": rerank_over_hybrid,
             "before_collection": before["config"]["collection"], "after_collection": after["config"]["collection"],
             "before_out": before.get("out_dir"), "after_out": after.get("out_dir")}
 
@@ -195,12 +234,16 @@ def tune(settings: Settings, out_dir: str | Path, cfg: TrainConfig | None = None
             raise ConfigError(f"collection {settings.collection!r} has {len(chunks)} chunks; tuning needs at least 4")
         base_name = info.embed_model
         instruction = settings.replace(embed_model=base_name).resolved_query_instruction()
-        pairs = generate_pairs(chunks, max_pairs=max_pairs, seed=cfg.seed, settings=settings)
+        pairs = generate_pairs(chunks, max_pairs=max_pairs, seed=cfg.seed, settings=settings,
+                               per_chunk=cfg.pairs_per_chunk, keep_prob=cfg.keep_prob, query_dropout=cfg.query_dropout)
         train_pairs, held = split_holdout(pairs, HOLDOUT_FRACTION, cfg.seed)
         if len(train_pairs) < 2:
             raise RagError(f"only {len(pairs)} training pairs could be made from {len(chunks)} chunks; "
                            "the collection needs more text (sentences of 6+ words)")
-        triplets = mine_hard_negatives(train_pairs, store, info.bm25_encoder(), labels, seed=cfg.seed, progress=progress)
+        bm25 = info.bm25_encoder()
+        triplets = mine_hard_negatives(train_pairs, store, bm25, labels, seed=cfg.seed, progress=progress)
+        held = held[:RERANK_CHECK_QUERIES * 4]
+        held_bm25 = bm25_rows(held[:RERANK_CHECK_QUERIES], chunks, store, bm25, labels) if train_reranker else []
         prep_s = time.perf_counter() - t0
     finally:
         if own_store:
@@ -208,7 +251,7 @@ def tune(settings: Settings, out_dir: str | Path, cfg: TrainConfig | None = None
 
     if instruction:  # train queries exactly as they are embedded at search time
         for t in triplets:
-            t.pair = TrainPair(**{**t.pair.to_dict(), "query": instruction + t.pair.query})
+            t.pair = dataclasses.replace(t.pair, query=instruction + t.pair.query)
 
     base_path = _model_path(base_name)
     embed_dir, rerank_dir = out / "embedder", out / "reranker"
@@ -220,8 +263,8 @@ def tune(settings: Settings, out_dir: str | Path, cfg: TrainConfig | None = None
     rerank_stats = None
     if train_reranker:
         # Reranker queries are plain text (no embedding instruction).
-        plain = [type(t)(TrainPair(**{**t.pair.to_dict(), "query": t.pair.query[len(instruction):]}), t.negative,
-                         t.negative_id) for t in triplets] if instruction else triplets
+        plain = [dataclasses.replace(t, pair=dataclasses.replace(t.pair, query=t.pair.query[len(instruction):]))
+                 for t in triplets] if instruction else triplets
         rerank_stats = train_cross_encoder(base_path, plain, cfg, rerank_dir, progress=progress)
     train_s = time.perf_counter() - t0
 
@@ -231,11 +274,15 @@ def tune(settings: Settings, out_dir: str | Path, cfg: TrainConfig | None = None
     if train_reranker:
         from sentence_transformers import CrossEncoder
 
-        rerank_held = rerank_check(held, chunks, vectors, base_model, CrossEncoder(str(rerank_dir), num_labels=1, device="cpu"), instruction)
+        rerank_held = rerank_check(held, held_bm25, chunks, vectors, base_model,
+                                   CrossEncoder(str(rerank_dir), num_labels=1, device="cpu"), instruction,
+                                   rrf_k=settings.rrf_k, top_m=settings.rerank_top_m)
     harness = None
     harness_error = None
+    fusion = RERANK_FUSION_WEIGHT if train_reranker else None
     tuned_settings = settings.replace(embed_model=str(embed_dir), query_instruction=instruction,
-                                      rerank_model=str(rerank_dir) if train_reranker else None)
+                                      rerank_model=str(rerank_dir) if train_reranker else "none",
+                                      rerank_fusion_weight=fusion)
     if eval_dataset:
         # The trained models are on disk already; keep the held-out results even if the harness fails.
         out.mkdir(parents=True, exist_ok=True)
@@ -243,8 +290,8 @@ def tune(settings: Settings, out_dir: str | Path, cfg: TrainConfig | None = None
                                                    "training": {"embedder": embed_stats, "reranker": rerank_stats},
                                                    "train_seconds": round(train_s, 1), "tuned_wins": False},
                                                   indent=2, default=str), encoding="utf-8")
-        base_settings = settings.replace(embed_model=base_name,
-                                         rerank_model=str(rerank_dir) if train_reranker else None)
+        base_settings = settings.replace(embed_model=base_name, rerank_fusion_weight=fusion,
+                                         rerank_model=str(rerank_dir) if train_reranker else "none")
         try:
             harness = harness_compare(eval_dataset, base_settings, tuned_settings, eval_limit, progress)
         except Exception as exc:  # report what was measured; the decision falls back to the held-out check
@@ -269,6 +316,7 @@ def tune(settings: Settings, out_dir: str | Path, cfg: TrainConfig | None = None
         "model_dir": str(out),
         "embedder": str(embed_dir),
         "reranker": str(rerank_dir) if train_reranker else None,
+        "rerank_fusion_weight": fusion,
         "chunks": len(chunks),
         "pairs": {**counts, "total": len(pairs), "train": len(triplets), "held_out": len(held),
                   "with_hard_negative": sum(1 for t in triplets if t.negative)},
@@ -367,6 +415,7 @@ def apply_tuned(settings: Settings, model_dir: str | Path, target: str | None = 
         env["RAG_QUERY_INSTRUCTION"] = instruction
     if report.get("reranker"):
         env["RAG_RERANK_MODEL"] = report["reranker"]
+        env["RAG_RERANK_FUSION_WEIGHT"] = str(report.get("rerank_fusion_weight", RERANK_FUSION_WEIGHT))
     return {"source": settings.collection, "collection": target, "points": written, "env": env}
 
 
@@ -384,11 +433,15 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
                  "To use it:"] + [f"  export {k}={json.dumps(v) if ' ' in v else v}" for k, v in result["env"].items()]
         _emit(as_json, result, lines)
         return 0
-    for name in ("max_pairs", "epochs", "batch_size", "max_seq_length"):
+    for name in ("max_pairs", "epochs", "batch_size", "max_seq_length", "pairs_per_chunk"):
         if getattr(args, name) is not None and getattr(args, name) <= 0:
             raise ConfigError(f"--{name.replace('_', '-')} is {getattr(args, name)}; it must be positive")
+    for name in ("keep_prob", "query_dropout"):
+        if not 0.0 <= getattr(args, name) < 1.0 + (name == "keep_prob"):
+            raise ConfigError(f"--{name.replace('_', '-')} is {getattr(args, name)}; use a value from 0 to 1")
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, max_seq_length=args.max_seq_length,
-                      scale=args.scale, lr=args.lr)
+                      scale=args.scale, lr=args.lr, pairs_per_chunk=args.pairs_per_chunk, keep_prob=args.keep_prob,
+                      query_dropout=args.query_dropout)
     out = args.out or str(Path(settings.state_dir) / "tuned" / settings.collection)
     report = tune(settings, out, cfg, max_pairs=args.max_pairs, eval_dataset=args.eval_dataset,
                   eval_limit=args.eval_limit, train_reranker=not args.no_reranker)
@@ -407,7 +460,9 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     ]
     r = report.get("rerank_heldout") or {}
     if r.get("queries"):
-        lines.append(f"reranker on held-out ({r['queries']}): MRR@10 dense {r['dense_mrr@10']:.4f} -> reranked {r['rerank_mrr@10']:.4f}")
+        lines.append(f"reranker on held-out ({r['queries']}, top {r['top_m']}): MRR@10 hybrid {r['hybrid_mrr@10']:.4f}, "
+                     f"reranker alone {r['rerank_alone_mrr@10']:.4f}, fused (weight {r['fusion_weight']}) "
+                     f"{r['rerank_fused_mrr@10']:.4f}")
     if report.get("eval"):
         e = report["eval"]
         lines.append(f"eval harness on {e['dataset']} ({e['queries']} queries):")
@@ -415,6 +470,8 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
             b = e["before"].get(mode, {})
             lines.append(f"  {mode:>7}: nDCG@10 {b.get('ndcg@10', float('nan')):.4f} -> {metrics.get('ndcg@10', float('nan')):.4f}"
                          f"  (delta {e['deltas'].get(mode, {}).get('ndcg@10', float('nan')):+.4f})")
+        for label, delta in (e.get("rerank_over_hybrid_ndcg@10") or {}).items():
+            lines.append(f"  rerank over hybrid ({label} tuning the embedder): nDCG@10 {delta:+.4f}")
     if report.get("eval_error"):
         lines.append(f"eval harness failed: {report['eval_error']}")
     if report["tuned_wins"]:

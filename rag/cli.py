@@ -106,6 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-seq-length", type=int, default=128, help="training truncation in tokens (default 128)")
     p.add_argument("--scale", type=float, default=20.0, help="InfoNCE similarity scale (= 1/temperature)")
     p.add_argument("--lr", type=float, default=3e-5)
+    p.add_argument("--pairs-per-chunk", type=int, default=2, help="inverse-cloze sentences per chunk (default 2)")
+    p.add_argument("--keep-prob", type=float, default=0.1,
+                   help="share of cloze positives that keep the query sentence (default 0.1)")
+    p.add_argument("--query-dropout", type=float, default=0.3, help="pseudo-query word dropout (default 0.3)")
     p.add_argument("--no-reranker", action="store_true", help="train the embedder only")
     p.add_argument("--apply", metavar="MODEL_DIR", help="re-embed the collection with a tuned model into a new collection")
     p.add_argument("--target", help="name of the new collection for --apply (default <collection>_tuned)")

@@ -58,6 +58,10 @@ class Settings:
     dense_weight: float = 1.0
     bm25_weight: float = 1.0
     rerank_top_m: int = 30
+    # None: rerank mode orders the top-M by the cross-encoder alone (right for a strong pretrained
+    # reranker). A number w: the cross-encoder's order joins the dense and BM25 legs as a third RRF leg
+    # with weight w (right for a weaker, domain-tuned reranker; `rag tune` measures and recommends it).
+    rerank_fusion_weight: float | None = None
 
     # Answering.
     llm_provider: str = "auto"  # auto | openai | extractive
@@ -202,6 +206,9 @@ def validate(settings: Settings) -> None:
         raise ConfigError(f"setting 'chunk_tokens' is {settings.chunk_tokens}; use at least 16")
     if not 0 <= settings.chunk_overlap_tokens < settings.chunk_tokens:
         raise ConfigError("setting 'chunk_overlap_tokens' must be >= 0 and smaller than 'chunk_tokens'")
+    if settings.rerank_fusion_weight is not None and not settings.rerank_fusion_weight >= 0:
+        raise ConfigError(f"setting 'rerank_fusion_weight' is {settings.rerank_fusion_weight}; use a number >= 0 "
+                          "or leave it unset to order by the cross-encoder alone")
     if settings.rrf_k <= 0:
         raise ConfigError(f"setting 'rrf_k' is {settings.rrf_k}; it must be positive")
     if settings.top_k <= 0 or settings.leg_limit <= 0 or settings.rerank_top_m <= 0:

@@ -15,7 +15,8 @@ scales are unrelated:
 - dense cosine (dense mode): 0.0 — cosines are model-specific (BGE puts unrelated text near 0.5,
   MiniLM near 0.1), so no single positive floor is safe; only anti-correlated passages are cut.
 - BM25 (bm25 mode): > 0, i.e. at least one query term matched.
-- RRF (hybrid mode): no floor — a fused rank score says nothing about absolute relevance.
+- RRF (hybrid mode, and rerank mode with `rerank_fusion_weight` set): no floor — a fused rank score
+  says nothing about absolute relevance.
 Set `evidence_min_score` to gate on a calibrated value for your own model and mode.
 """
 
@@ -41,6 +42,8 @@ def score_kind(hit: Hit) -> str:
     """What `hit.score` measures: "rerank", "rrf", "dense", "bm25" or "unknown"."""
     if hit.rerank_score is not None and _same(hit.score, hit.rerank_score):
         return "rerank"
+    if hit.rerank_score is not None:  # the reranker was fused with the legs (rerank_fusion_weight)
+        return "rrf"
     if hit.fused_score is not None and _same(hit.score, hit.fused_score):
         return "rrf"
     if hit.dense_score is not None and _same(hit.score, hit.dense_score):

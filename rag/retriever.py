@@ -218,7 +218,11 @@ class HybridRetriever:
         return hits
 
     def _rerank(self, query: str, candidates: list[Hit]) -> list[Hit]:
-        """Candidates re-scored by the cross-encoder, best first; equal scores keep fused order."""
+        """Candidates re-scored by the cross-encoder, best first; equal scores keep fused order.
+
+        With `rerank_fusion_weight` set, the score is instead the candidates' dense+BM25 RRF score plus
+        weight / (rrf_k + rank by the cross-encoder): the reranker becomes a third fusion leg.
+        """
         if not candidates:
             return []
         scores = self.reranker.score(query, [h.chunk.text for h in candidates])
@@ -228,7 +232,13 @@ class HybridRetriever:
         for hit, score in zip(candidates, scores):
             hit.rerank_score = float(score)
             hit.score = float(score)
-        return sorted(candidates, key=lambda h: (-h.score, h.fused_rank))
+        ordered = sorted(candidates, key=lambda h: (-h.score, h.fused_rank))
+        weight = self.settings.rerank_fusion_weight
+        if weight is None:
+            return ordered
+        for rank, hit in enumerate(ordered, start=1):
+            hit.score = float(hit.fused_score or 0.0) + float(weight) / (self.settings.rrf_k + rank)
+        return sorted(ordered, key=lambda h: (-h.score, h.fused_rank))
 
 
 def _ms(since: float) -> float:

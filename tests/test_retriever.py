@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import pytest
 
 from rag.errors import ConfigError, EmptyQueryError, ModelMismatchError
+from rag.evidence import score_kind
 from rag.lexical import BM25Encoder
 from rag.models import Chunk, SearchFilter
 from rag.rerank import Reranker
@@ -304,6 +305,27 @@ def test_rerank_orders_fused_top_m_by_cross_encoder_scores(store, embedder, rera
     top2 = r.retrieve(query, k=2, mode="rerank")
     assert [h.chunk.id for h in top2.hits] == expected[:2]
     assert reranker.seen[-6:] == [h.chunk.text for h in hybrid.hits]
+
+
+def test_rerank_fusion_weight_makes_the_cross_encoder_a_third_rrf_leg(store, embedder, reranker, settings):
+    query = "salary, sunlight, sales and sugar"
+    base = HybridRetriever(store, embedder, None, reranker, settings.replace(rerank_top_m=6))
+    hybrid = base.retrieve(query, k=6, mode="hybrid")
+    alone = base.retrieve(query, k=6, mode="rerank")
+    ce_rank = {h.chunk.id: i for i, h in enumerate(alone.hits, start=1)}
+    for weight in (0.0, 0.7, 1000.0):
+        s = settings.replace(rerank_top_m=6, rerank_fusion_weight=weight)
+        fused = HybridRetriever(store, embedder, None, reranker, s).retrieve(query, k=6, mode="rerank")
+        expected = sorted(hybrid.hits, key=lambda h: (-(h.fused_score + weight / (s.rrf_k + ce_rank[h.chunk.id])),
+                                                      h.fused_rank))
+        assert [h.chunk.id for h in fused.hits] == [h.chunk.id for h in expected]
+        for h in fused.hits:
+            assert h.score == pytest.approx(h.fused_score + weight / (s.rrf_k + ce_rank[h.chunk.id]))
+            assert h.rerank_score is not None and score_kind(h) == "rrf"  # no cross-encoder logit floor applies
+        if weight == 0.0:  # no say for the reranker: the hybrid order
+            assert [h.chunk.id for h in fused.hits] == [h.chunk.id for h in hybrid.hits]
+        if weight == 1000.0:  # the reranker dominates: its own order
+            assert [h.chunk.id for h in fused.hits] == [h.chunk.id for h in alone.hits]
 
 
 def test_rerank_without_reranker_is_a_clear_error(store, embedder, settings):

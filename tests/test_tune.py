@@ -11,16 +11,17 @@ import pytest
 from evals.finetune import TrainConfig, train_bi_encoder
 from evals.negatives import (Triplet, filter_candidates, is_false_negative, jaccard, mine_hard_negatives,
                              no_duplicate_batches)
-from evals.pairs import TrainPair, generate_pairs, inverse_cloze_pair, split_holdout, split_sentences, title_pairs
+from evals.pairs import (TrainPair, generate_pairs, inverse_cloze_pair, inverse_cloze_pairs, split_holdout,
+                         split_sentences, title_pairs)
 from rag.errors import RagError
 from rag.lexical import BM25Encoder
 from rag.models import Chunk
 from tests.tune_corpus import build_store, corpus
 
 
-def _chunk(cid: str, text: str, file_path: str = "/d/a.md", section: str = "S") -> Chunk:
-    return Chunk(id=cid, text=text, file_path=file_path, file_hash="h", file_type="md", chunk_index=0,
-                 chunk_count=1, char_start=0, char_end=len(text), section=section)
+def _chunk(cid: str, text: str, file_path: str = "/d/a.md", section: str = "S", index: int = 0) -> Chunk:
+    return Chunk(id=cid, text=text, file_path=file_path, file_hash="h", file_type="md", chunk_index=index,
+                 chunk_count=index + 1, char_start=0, char_end=len(text), section=section)
 
 
 # -- pairs -----------------------------------------------------------------------------------------
@@ -46,6 +47,34 @@ def test_inverse_cloze_skips_repeated_sentences_and_short_chunks():
     assert inverse_cloze_pair(_chunk("c2", "Too short to split. Really."), random.Random(0)) is None
 
 
+def test_cloze_pairs_per_chunk_keep_and_dropout():
+    chunk = corpus()[0]
+    sentences = split_sentences(chunk.text)
+    pairs = inverse_cloze_pairs(chunk, random.Random(0), per_chunk=3)
+    assert len({p.query for p in pairs}) == 3  # three different sentences of one chunk
+    assert all(p.chunk_text == chunk.text and p.chunk_index == chunk.chunk_index for p in pairs)
+    kept = inverse_cloze_pairs(chunk, random.Random(0), per_chunk=3, keep_prob=1.0)
+    assert all(p.positive == chunk.text and p.query in p.positive for p in kept)
+    dropped = inverse_cloze_pairs(chunk, random.Random(0), per_chunk=3, query_dropout=0.5)
+    for p in dropped:
+        source = next(s for s in sentences if all(w in s.split() for w in p.query.split()))
+        words = source.split()
+        assert 3 <= len(p.query.split()) < len(words)  # words were dropped, never below three
+        rest = iter(words)
+        assert all(w in rest for w in p.query.split())  # a subsequence: the kept words keep their order
+
+
+def test_sentences_of_tokenized_lower_case_text_are_split():
+    text = ("experimental investigation of the aerodynamics of a wing in a slipstream . an experimental study of "
+            "a wing in a propeller slipstream was made . the results were intended in part as an evaluation basis .")
+    assert split_sentences(text) == [
+        "experimental investigation of the aerodynamics of a wing in a slipstream .",
+        "an experimental study of a wing in a propeller slipstream was made .",
+        "the results were intended in part as an evaluation basis .",
+    ]
+    assert split_sentences("Mach 1 .3 flow. It was fast, e.g. here. Ok.") == ["Mach 1 .3 flow.", "It was fast, e.g. here. Ok."]
+
+
 def test_titles_are_queries_for_their_own_section_only():
     chunks = corpus()
     pairs = title_pairs(chunks, per_section=2)
@@ -68,20 +97,27 @@ def test_generate_pairs_caps_and_holdout_is_disjoint_by_chunk():
 # -- negatives ------------------------------------------------------------------------------------
 
 
-def test_false_negative_filter_drops_same_section_and_near_duplicates():
+def test_false_negative_filter_drops_neighbours_and_near_duplicates_but_keeps_far_chunks_of_the_section():
     tok = BM25Encoder().tokenize
     positive = "Sourdough bread needs a lively starter, patient kneading and a very hot oven for the crust."
     pair = TrainPair(query="How is sourdough baked?", positive=positive, chunk_id="p", file_path="/d/bread.md",
-                     section="Sourdough", kind="cloze")
-    itself = _chunk("p", positive, "/d/bread.md", "Sourdough")
-    same_section = _chunk("s", "Rye flour changes the taste of a loaf.", "/d/bread.md", "Sourdough")
+                     section="Sourdough", kind="cloze", chunk_index=5)
+    itself = _chunk("p", positive, "/d/bread.md", "Sourdough", index=5)
+    neighbour = _chunk("s", "Rye flour changes the taste of a loaf.", "/d/bread.md", "Sourdough", index=6)
+    far = _chunk("x", "Sourdough starters are fed with flour and water every day.", "/d/bread.md", "Sourdough", index=9)
     near_dup = _chunk("n", positive + " Really.", "/d/copy.md", "Other")  # same tokens, another file
-    other_section = _chunk("o", "Yeast breads rise faster than sourdough in a warm kitchen.", "/d/bread.md", "Yeast")
+    other_section = _chunk("o", "Yeast breads rise faster than sourdough in a warm kitchen.", "/d/bread.md", "Yeast",
+                           index=4)
     other_file = _chunk("f", "Orbital velocity depends on the altitude of the satellite.", "/d/orbit.md", "Orbits")
     assert jaccard(tok(positive), tok(near_dup.text)) > 0.8
-    kept = filter_candidates(pair, [itself, same_section, near_dup, other_section, other_file], tok)
-    assert [c.id for c in kept] == ["o", "f"]
+    kept = filter_candidates(pair, [itself, neighbour, far, near_dup, other_section, other_file], tok)
+    # The neighbour may hold the rest of the passage; a far chunk of a long section is a useful hard negative.
+    assert [c.id for c in kept] == ["x", "o", "f"]
     assert is_false_negative(pair, near_dup, tok) and not is_false_negative(pair, other_file, tok)
+    # A title describes its whole section: no chunk of that section is a negative for it.
+    title = TrainPair(query="Sourdough", positive=positive, chunk_id="p", file_path="/d/bread.md",
+                      section="Sourdough", kind="title", chunk_index=5)
+    assert [c.id for c in filter_candidates(title, [far, other_section], tok)] == ["o"]
 
 
 def test_mined_negatives_come_from_bm25_and_pass_the_filter(settings, embedder):
@@ -96,7 +132,8 @@ def test_mined_negatives_come_from_bm25_and_pass_the_filter(settings, embedder):
             neg = chunks[t.negative_id]
             assert t.negative == neg.text
             assert neg.id != t.pair.chunk_id
-            assert not (neg.file_path == t.pair.file_path and neg.section == t.pair.section)
+            same_section = neg.file_path == t.pair.file_path and neg.section == t.pair.section
+            assert not (same_section and abs(neg.chunk_index - t.pair.chunk_index) <= 1)
     finally:
         store.close()
 
@@ -170,6 +207,9 @@ def test_tune_end_to_end_writes_models_report_and_apply_makes_a_new_collection(t
     assert saved["pairs"]["train"] == report["pairs"]["train"] > 0 and saved["pairs"]["held_out"] > 0
     assert report["heldout"]["queries"] > 0 and 0 <= report["heldout"]["after"]["mrr@10"] <= 1
     assert report["training"]["embedder"]["steps"] == 1 and report["training"]["reranker"]["steps"] == 1
+    held = report["rerank_heldout"]
+    assert held["queries"] > 0 and held["fusion_weight"] == report["rerank_fusion_weight"] == 1.0
+    assert all(0 <= held[f"{name}_mrr@10"] <= 1 for name in ("hybrid", "rerank_alone", "rerank_fused"))
     reranker = CrossEncoder(report["reranker"], num_labels=1, device="cpu")  # saved head loads (no MISSING keys)
     scores = reranker.predict([("magma eruption", "lava and ash"), ("magma eruption", "bread dough")])
     assert len(scores) == 2 and np.isfinite(scores).all()
@@ -181,6 +221,7 @@ def test_tune_end_to_end_writes_models_report_and_apply_makes_a_new_collection(t
     result = apply_tuned(settings, tmp_path / "model", force=True, progress=False)
     assert result["collection"] == "test_tuned" and result["points"] == 30
     assert result["env"]["RAG_EMBED_MODEL"] == report["embedder"]
+    assert result["env"]["RAG_RERANK_MODEL"] == report["reranker"] and result["env"]["RAG_RERANK_FUSION_WEIGHT"] == "1.0"
     target = open_store(settings.replace(collection="test_tuned"))
     try:
         assert target.count() == 30 and target.info().embed_model == report["embedder"]
