@@ -33,7 +33,7 @@ class TrainConfig:
     epochs: int = 1
     batch_size: int = 32
     max_seq_length: int = 128
-    lr: float = 3e-5
+    lr: float = 2e-5
     scale: float = 20.0  # MNRL similarity scale; temperature = 1 / scale
     warmup_ratio: float = 0.1
     rerank_lr: float = 1e-4
@@ -43,9 +43,14 @@ class TrainConfig:
     rerank_max_length: int = 128
     max_steps: int | None = None  # cap per model (tests, smoke runs)
     # Pseudo-query shape (evals.pairs.inverse_cloze_pairs).
-    pairs_per_chunk: int = 2
-    keep_prob: float = 0.1  # keep the query sentence in the embedder's positive (Lee et al. 2019)
+    # Measured on SQuAD with MiniLM (dense nDCG@10, base 0.783): removing the sentence from its positive
+    # (classic inverse cloze) 0.778; keeping it half the time 0.774; always keeping it, with 30% query
+    # word dropout, 0.792. A pretrained embedder already matches topics; what it gains here is the
+    # collection's own wording.
+    pairs_per_chunk: int = 3
+    keep_prob: float = 1.0
     query_dropout: float = 0.3
+    rerank_max_pairs: int = 1000  # the reranker trains on at most this many pairs (the time budget)
     seed: int = 0
 
     @property
@@ -135,7 +140,7 @@ def train_cross_encoder(init_model_path: str, triplets: Sequence[Triplet], cfg: 
     model = CrossEncoder(init_model_path, num_labels=1, device="cpu")
     original_max = model.max_seq_length
     model.max_seq_length = cfg.rerank_max_length
-    usable = [t for t in triplets if t.pool or t.negative]
+    usable = [t for t in triplets if t.pool or t.negative][: cfg.rerank_max_pairs]
     group = cfg.rerank_negatives + 1
     per_step = max(1, cfg.rerank_batch_size // group)  # rerank_batch_size counts (query, passage) inputs
     order = [i for _ in range(cfg.epochs) for i in rng.sample(range(len(usable)), len(usable))]

@@ -207,7 +207,7 @@ def harness_compare(dataset_dir: str, base: Settings, tuned: Settings, limit: in
 # ------------------------------------------------------------------------------------------------
 
 
-def tune(settings: Settings, out_dir: str | Path, cfg: TrainConfig | None = None, max_pairs: int = 2000,
+def tune(settings: Settings, out_dir: str | Path, cfg: TrainConfig | None = None, max_pairs: int = 1600,
          eval_dataset: str | None = None, eval_limit: int | None = None, train_reranker: bool = True,
          progress: bool = True, store: Any = None) -> dict[str, Any]:
     """Generate pairs, mine negatives, train both models into `out_dir`, evaluate, write tune_report.json.

@@ -100,15 +100,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval", dest="eval_dataset", metavar="DATASET_DIR",
                    help="labelled BEIR / doc-QA set: evaluate before and after with the eval harness")
     p.add_argument("--eval-limit", type=int, help="evaluate only the first N questions of --eval")
-    p.add_argument("--max-pairs", type=int, default=2000, help="pseudo-query pairs (default 2000)")
+    p.add_argument("--max-pairs", type=int, default=1600, help="pseudo-query pairs (default 1600)")
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-seq-length", type=int, default=128, help="training truncation in tokens (default 128)")
     p.add_argument("--scale", type=float, default=20.0, help="InfoNCE similarity scale (= 1/temperature)")
-    p.add_argument("--lr", type=float, default=3e-5)
-    p.add_argument("--pairs-per-chunk", type=int, default=2, help="inverse-cloze sentences per chunk (default 2)")
-    p.add_argument("--keep-prob", type=float, default=0.1,
-                   help="share of cloze positives that keep the query sentence (default 0.1)")
+    p.add_argument("--lr", type=float, default=2e-5)
+    p.add_argument("--pairs-per-chunk", type=int, default=3, help="pseudo-query sentences per chunk (default 3)")
+    p.add_argument("--keep-prob", type=float, default=1.0,
+                   help="share of positives that keep the query sentence; 0 = classic inverse cloze (default 1)")
     p.add_argument("--query-dropout", type=float, default=0.3, help="pseudo-query word dropout (default 0.3)")
     p.add_argument("--no-reranker", action="store_true", help="train the embedder only")
     p.add_argument("--apply", metavar="MODEL_DIR", help="re-embed the collection with a tuned model into a new collection")
