@@ -8,7 +8,7 @@ import random
 import numpy as np
 import pytest
 
-from evals.finetune import TrainConfig, train_bi_encoder
+from evals.finetune import TrainConfig, train_bi_encoder, train_cross_encoder
 from evals.negatives import (Triplet, filter_candidates, is_false_negative, jaccard, mine_hard_negatives,
                              no_duplicate_batches)
 from evals.pairs import (TrainPair, generate_pairs, inverse_cloze_pair, inverse_cloze_pairs, split_holdout,
@@ -190,6 +190,24 @@ def test_tiny_tune_changes_the_model_and_round_trips(tmp_path, minilm_path, tiny
     assert model.max_seq_length == base.max_seq_length  # restored for retrieval after training at 32
     loaded = SentenceTransformer(str(tmp_path / "emb"), device="cpu")
     np.testing.assert_allclose(loaded.encode(probe, normalize_embeddings=True), tuned, atol=1e-5)
+
+
+def test_listwise_reranker_learns_its_training_groups_and_round_trips(tmp_path, minilm_path, tiny_triplets):
+    from sentence_transformers import CrossEncoder
+
+    chunks = corpus()
+    for t in tiny_triplets:  # a pool of other-topic chunks: safe negatives by construction
+        t.pool = [c.text for c in chunks if c.file_path != t.pair.file_path][:6]
+    cfg = TrainConfig(rerank_batch_size=16, rerank_max_length=64, rerank_lr=2e-4, epochs=3, max_steps=12)
+    stats = train_cross_encoder(minilm_path, tiny_triplets, cfg, tmp_path / "rr")
+    assert stats["steps"] == 12 and stats["finite"] and stats["loss_last"] < stats["loss_first"]
+    model = CrossEncoder(str(tmp_path / "rr"), num_labels=1, device="cpu")
+    assert model.max_seq_length > cfg.rerank_max_length  # saved with the model's own limit, not the training cut
+    t = tiny_triplets[0]
+    scores = model.predict([(t.pair.query, t.pair.full_positive), *[(t.pair.query, n) for n in t.pool]])
+    assert scores[0] > max(scores[1:])  # the trained query's own chunk first
+    again = CrossEncoder(str(tmp_path / "rr"), num_labels=1, device="cpu").predict([(t.pair.query, t.pool[0])])
+    np.testing.assert_allclose(again, scores[1:2], atol=1e-5)
 
 
 def test_tune_end_to_end_writes_models_report_and_apply_makes_a_new_collection(tmp_path, settings, embedder):
