@@ -72,6 +72,15 @@ def filter_candidates(pair: TrainPair, candidates: Sequence[Any], tokenize: Call
     return [c for c in candidates if not is_false_negative(pair, c, tokenize, threshold, pos)]
 
 
+def bm25_candidates(store: Any, bm25: Any, flt: Any, query: str, depth: int) -> list[Any]:
+    """The store's BM25 top-`depth` chunks for `query` (the sparse leg alone, as search runs it)."""
+    sparse = bm25.encode_query(query)
+    if not sparse.indices:
+        return []
+    _dense, hits = store.search(None, sparse, flt, limit=depth)
+    return [h.chunk for h in hits]
+
+
 def mine_hard_negatives(pairs: Sequence[TrainPair], store: Any, bm25: Any, acl: list[str], depth: int = 20,
                         skip: int = 0, threshold: float = NEAR_DUPLICATE_JACCARD, seed: int = 0,
                         progress: bool = False) -> list[Triplet]:
@@ -90,11 +99,8 @@ def mine_hard_negatives(pairs: Sequence[TrainPair], store: Any, bm25: Any, acl: 
     triplets = []
     missing = 0
     for pair in tqdm(pairs, desc="mining BM25 negatives", disable=not progress, unit="pair"):
-        sparse = bm25.encode_query(pair.query)
-        hits = []
-        if sparse.indices:
-            _dense, hits = store.search(None, sparse, flt, limit=depth)
-        safe = filter_candidates(pair, [h.chunk for h in hits], bm25.tokenize, threshold)[skip:]
+        candidates = bm25_candidates(store, bm25, flt, pair.query, depth)
+        safe = filter_candidates(pair, candidates, bm25.tokenize, threshold)[skip:]
         if safe:
             pick = safe[min(len(safe) - 1, rng.randrange(3))]  # one of the top 3: variety over epochs/pairs
             triplets.append(Triplet(pair, pick.text, pick.id, [c.text for c in safe[:RERANK_POOL]]))

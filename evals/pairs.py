@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import random
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 from rag.citations import sentences as citation_sentences
@@ -50,9 +50,6 @@ class TrainPair:
     def full_positive(self) -> str:
         """The whole positive chunk when known, else the training positive."""
         return self.chunk_text or self.positive
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def split_sentences(text: str) -> list[str]:
@@ -115,13 +112,6 @@ def inverse_cloze_pairs(chunk: Any, rng: random.Random, per_chunk: int = 1, keep
                                section=chunk.section or "", kind="cloze", chunk_index=chunk.chunk_index,
                                chunk_text=chunk.text))
     return pairs
-
-
-def inverse_cloze_pair(chunk: Any, rng: random.Random, keep_prob: float = 0.0,
-                       query_dropout: float = 0.0) -> TrainPair | None:
-    """One inverse-cloze pair from a chunk (see `inverse_cloze_pairs`), or None when it has no usable sentence."""
-    pairs = inverse_cloze_pairs(chunk, rng, 1, keep_prob, query_dropout)
-    return pairs[0] if pairs else None
 
 
 def title_pairs(chunks: Sequence[Any], per_section: int = TITLES_PER_SECTION) -> list[TrainPair]:
@@ -205,8 +195,9 @@ def generate_pairs(chunks: Iterable[Any], max_pairs: int = 2000, seed: int = 0, 
     # Titles are few and vague: they may take at most a tenth of the budget.
     pairs.extend(titles[: max(0, max_pairs // 10)])
     # Every chunk's candidate sentences, drawn once; round r takes the r-th pair of each chunk.
-    per_chunk_pairs = [inverse_cloze_pairs(c, rng, max(1, per_chunk), keep_prob, query_dropout) for c in chunks]
-    for round_ in range(max(1, per_chunk)):
+    rounds = max(1, per_chunk)
+    per_chunk_pairs = [inverse_cloze_pairs(c, rng, rounds, keep_prob, query_dropout) for c in chunks]
+    for round_ in range(rounds):
         for chunk_pairs in per_chunk_pairs:
             if len(pairs) >= max_pairs:
                 break

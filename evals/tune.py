@@ -30,10 +30,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from rag.config import Settings
-from rag.errors import ConfigError, ModelLoadError, RagError
+from rag.errors import ConfigError, RagError
 
 from evals.finetune import TrainConfig, train_bi_encoder, train_cross_encoder
-from evals.negatives import mine_hard_negatives
+from evals.negatives import bm25_candidates, mine_hard_negatives
 from evals.pairs import TrainPair, generate_pairs, split_holdout
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 REPORT_FILE = "tune_report.json"
 HOLDOUT_FRACTION = 0.15
 EVAL_CORPUS_MAX = 600  # chunks re-embedded for the held-out check (all held-out positives + a sample)
+HELDOUT_MAX_QUERIES = 240  # held-out pseudo-queries scored by the dense check (bounds its time)
 RERANK_CHECK_QUERIES = 60
 RERANK_CHECK_DEPTH = 30  # = the default rerank_top_m
 # A reranker trained for minutes on pseudo-queries is weaker than a pretrained one: it joins the dense and
@@ -124,12 +125,8 @@ def bm25_rows(pairs: Sequence[TrainPair], chunks: Sequence[Any], store: Any, bm2
 
     row = {c.id: i for i, c in enumerate(chunks)}
     flt = SearchFilter(acl=list(acl))
-    out = []
-    for pair in pairs:
-        sparse = bm25.encode_query(pair.query)
-        hits = store.search(None, sparse, flt, limit=depth)[1] if sparse.indices else []
-        out.append([row[h.chunk.id] for h in hits if h.chunk.id in row])
-    return out
+    return [[row[c.id] for c in bm25_candidates(store, bm25, flt, pair.query, depth) if c.id in row]
+            for pair in pairs]
 
 
 def _rr_at_10(order: Sequence[int], target: int) -> float:
@@ -160,12 +157,13 @@ def rerank_check(held: Sequence[TrainPair], held_bm25: Sequence[Sequence[int]], 
         legs = {"dense": [str(r) for r in dense], "bm25": [str(r) for r in bm]}
         hybrid = [int(item.id) for item in reciprocal_rank_fusion(legs, k=rrf_k)]
         cands = hybrid[:top_m]
+        in_cands = set(cands)
         scores = reranker.predict([(pair.query, chunks[i].text) for i in cands], activation_fn=torch.nn.Identity(),
                                   show_progress_bar=False, convert_to_numpy=True).reshape(-1)
         alone = [cands[i] for i in np.argsort(-scores, kind="stable")]
         fused = [int(item.id) for item in reciprocal_rank_fusion(
             {**legs, "rerank": [str(r) for r in alone]}, k=rrf_k, weights={"rerank": fusion_weight})
-            if int(item.id) in set(cands)]
+            if int(item.id) in in_cands]
         rr["hybrid"].append(_rr_at_10(hybrid, target))
         rr["rerank_alone"].append(_rr_at_10(alone, target))
         rr["rerank_fused"].append(_rr_at_10(fused, target))
@@ -242,7 +240,7 @@ def tune(settings: Settings, out_dir: str | Path, cfg: TrainConfig | None = None
                            "the collection needs more text (sentences of 6+ words)")
         bm25 = info.bm25_encoder()
         triplets = mine_hard_negatives(train_pairs, store, bm25, labels, seed=cfg.seed, progress=progress)
-        held = held[:RERANK_CHECK_QUERIES * 4]
+        held = held[:HELDOUT_MAX_QUERIES]
         held_bm25 = bm25_rows(held[:RERANK_CHECK_QUERIES], chunks, store, bm25, labels) if train_reranker else []
         prep_s = time.perf_counter() - t0
     finally:
@@ -436,9 +434,10 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     for name in ("max_pairs", "epochs", "batch_size", "max_seq_length", "pairs_per_chunk"):
         if getattr(args, name) is not None and getattr(args, name) <= 0:
             raise ConfigError(f"--{name.replace('_', '-')} is {getattr(args, name)}; it must be positive")
-    for name in ("keep_prob", "query_dropout"):
-        if not 0.0 <= getattr(args, name) < 1.0 + (name == "keep_prob"):
-            raise ConfigError(f"--{name.replace('_', '-')} is {getattr(args, name)}; use a value from 0 to 1")
+    if not 0.0 <= args.keep_prob <= 1.0:
+        raise ConfigError(f"--keep-prob is {args.keep_prob}; use a value from 0 to 1")
+    if not 0.0 <= args.query_dropout < 1.0:  # 1.0 would drop every word
+        raise ConfigError(f"--query-dropout is {args.query_dropout}; use a value from 0 up to (not including) 1")
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, max_seq_length=args.max_seq_length,
                       scale=args.scale, lr=args.lr, pairs_per_chunk=args.pairs_per_chunk, keep_prob=args.keep_prob,
                       query_dropout=args.query_dropout)

@@ -514,7 +514,7 @@ class EdgeStore(Store):
                             query=qe.Query.Nearest(list(vector) if name == DENSE else qe.SparseVector(*vector), using=name))
             for name, vector in legs
         ]
-        legs = [name for name, _ in legs]
+        names = [name for name, _ in legs]
         try:
             results = self._require().query_batch(qe.QueryBatchRequest(requests))
         except StoreError:
@@ -522,7 +522,7 @@ class EdgeStore(Store):
         except Exception as exc:  # e.g. a query vector of the wrong dimension
             raise StoreError(f"search in {self.path} failed: {exc}; check that RAG_EMBED_MODEL matches the collection "
                              f"({self._info.embed_model}, dimension {self._info.dimension})") from exc
-        out = {name: [ScoredChunk(_chunk(p.id, p.payload), float(p.score)) for p in res] for name, res in zip(legs, results)}
+        out = {name: [ScoredChunk(_chunk(p.id, p.payload), float(p.score)) for p in res] for name, res in zip(names, results)}
         return out.get(DENSE, []), out.get(SPARSE, [])
 
     def _filter(self, flt: SearchFilter | None) -> Any:
@@ -767,10 +767,10 @@ class ServerStore(Store):
                             using=name, filter=server_filter, limit=limit, with_payload=True)
             for name, vector in legs
         ]
-        legs = [name for name, _ in legs]
+        names = [name for name, _ in legs]
         responses = self._call("query_batch_points", self.client.query_batch_points, self.collection, requests)
         out = {name: [ScoredChunk(_chunk(p.id, p.payload), float(p.score)) for p in res.points]
-               for name, res in zip(legs, responses)}
+               for name, res in zip(names, responses)}
         return out.get(DENSE, []), out.get(SPARSE, [])
 
     def _filter(self, flt: SearchFilter | None) -> Any:

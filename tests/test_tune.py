@@ -11,8 +11,7 @@ import pytest
 from evals.finetune import TrainConfig, train_bi_encoder, train_cross_encoder
 from evals.negatives import (Triplet, filter_candidates, is_false_negative, jaccard, mine_hard_negatives,
                              no_duplicate_batches)
-from evals.pairs import (TrainPair, generate_pairs, inverse_cloze_pair, inverse_cloze_pairs, split_holdout,
-                         split_sentences, title_pairs)
+from evals.pairs import TrainPair, generate_pairs, inverse_cloze_pairs, split_holdout, split_sentences, title_pairs
 from rag.errors import RagError
 from rag.lexical import BM25Encoder
 from rag.models import Chunk
@@ -30,8 +29,10 @@ def _chunk(cid: str, text: str, file_path: str = "/d/a.md", section: str = "S", 
 def test_inverse_cloze_query_is_a_sentence_removed_from_its_positive():
     rng = random.Random(3)
     for chunk in corpus():
-        pair = inverse_cloze_pair(chunk, rng)
-        assert pair is not None and pair.kind == "cloze" and pair.chunk_id == chunk.id
+        pairs = inverse_cloze_pairs(chunk, rng)
+        assert len(pairs) == 1
+        pair = pairs[0]
+        assert pair.kind == "cloze" and pair.chunk_id == chunk.id
         assert pair.query in split_sentences(chunk.text)
         assert pair.query not in pair.positive
         assert len(pair.positive.split()) >= 12
@@ -42,9 +43,9 @@ def test_inverse_cloze_skips_repeated_sentences_and_short_chunks():
     repeated = "The turbine blades spin faster in strong wind. "
     chunk = _chunk("c1", repeated * 3 + "Engineers inspect every single blade before winter storms arrive each year.")
     for seed in range(10):
-        pair = inverse_cloze_pair(chunk, random.Random(seed))
-        assert pair is not None and pair.query.startswith("Engineers")  # the repeated sentence is never picked
-    assert inverse_cloze_pair(_chunk("c2", "Too short to split. Really."), random.Random(0)) is None
+        pairs = inverse_cloze_pairs(chunk, random.Random(seed), per_chunk=3)
+        assert [p.query[:9] for p in pairs] == ["Engineers"]  # the repeated sentence is never picked
+    assert inverse_cloze_pairs(_chunk("c2", "Too short to split. Really."), random.Random(0)) == []
 
 
 def test_cloze_pairs_per_chunk_keep_and_dropout():
