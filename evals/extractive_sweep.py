@@ -22,7 +22,7 @@ Measured (200 questions, 122 answerable / 78 unanswerable, max_sentences=2, seed
     +MiniLM     gold     .861  .852  .795  .754  .721  .631  .566  .500  .393
                 abstain  .026  .103  .167  .256  .359  .423  .577  .679  .731
 
-Defaults (rag.extractive): 0.45 lexical-only, 0.50 with an embedder. They sit at the knee of each
+Defaults (rag.answering.extractive): 0.45 lexical-only, 0.50 with an embedder. They sit at the knee of each
 curve: below it, raising the threshold buys more abstention than it costs answers (hybrid 0.45 -> 0.50:
 -3.3 points answered, +10.3 points abstained); above it each point of abstention costs about a
 point or more of answered questions (0.50 -> 0.55: -9.0 / +6.4). The adversarial SQuAD 2.0 set is
@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rag.extractive import ExtractiveAnswerer
+from rag.answering.extractive import ExtractiveAnswerer
 from rag.models import Chunk, Evidence, Hit
 
 THRESHOLDS = [0.0, 0.2, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.8]

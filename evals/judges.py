@@ -68,8 +68,8 @@ def strip_markers(text: str) -> str:
 def split_claims(answer: str) -> list[str]:
     """Answer sentences without citation markers (the product's own sentence splitter when present)."""
     try:
-        from rag.citations import sentences  # same splitting as the answer validator
-    except ImportError:  # pragma: no cover - only before rag.citations exists
+        from rag.answering.citations import sentences  # same splitting as the answer validator
+    except ImportError:  # pragma: no cover - only before rag.answering.citations exists
         sentences = _fallback_sentences
     out = []
     for sent in sentences(answer):

@@ -416,7 +416,7 @@ def answers_config_key(settings: Settings, data_hash: str) -> str:
 
 def strip_markers(text: str) -> str:
     """Answer text without [n] citation markers and the strict-mode removal note (for EM/F1)."""
-    from rag.citations import find_markers
+    from rag.answering.citations import find_markers
 
     text = re.sub(r"\(\d+ unsupported sentences? (?:was|were) removed\.\)", " ", text or "")
     out, last = [], 0

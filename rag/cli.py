@@ -286,13 +286,13 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_tune(args: argparse.Namespace, settings: Settings) -> int:
-    from evals import tune
+    from rag.tuning import tune
 
     return tune.main(args, settings)
 
 
 def cmd_explore(args: argparse.Namespace, settings: Settings) -> int:
-    from evals import explore
+    from rag import explore
 
     return explore.main(args, settings)
 

@@ -116,10 +116,10 @@ class Pipeline:
     def answerer(self):
         """The configured answerer: the LLM when an endpoint is set, else the extractive one."""
         if self.settings.llm_enabled:
-            from rag.generation import LLMAnswerer
+            from rag.answering.llm import LLMAnswerer
 
             return LLMAnswerer(self.settings)
-        from rag.extractive import ExtractiveAnswerer
+        from rag.answering.extractive import ExtractiveAnswerer
 
         return ExtractiveAnswerer(self.settings, embedder=self.embedder)
 
@@ -131,7 +131,7 @@ class Pipeline:
         With a conversation `history`, the follow-up is made standalone before retrieval
         (see `standalone_question`); the answer itself is built from the retrieved evidence only.
         """
-        from rag.evidence import related_passages, select_evidence
+        from rag.answering.evidence import related_passages, select_evidence
 
         started = time.perf_counter()
         query = standalone_question(question, history or [])

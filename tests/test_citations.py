@@ -7,9 +7,9 @@ import math
 import pytest
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
-from rag.citations import (find_markers, is_abstention, parse_citations, sentences, validate_citations)
+from rag.answering.citations import (find_markers, is_abstention, parse_citations, sentences, validate_citations)
 from rag.config import Settings
-from rag.evidence import default_min_score, related_passages, score_kind, select_evidence
+from rag.answering.evidence import default_min_score, related_passages, score_kind, select_evidence
 from rag.models import Chunk, Evidence, Hit
 
 

@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from evals import explore
+from rag import explore
 from tests.tune_corpus import TOPICS, build_store
 
 

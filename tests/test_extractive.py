@@ -8,8 +8,8 @@ import re
 
 import pytest
 
-from rag.citations import parse_citations
-from rag.extractive import ExtractiveAnswerer
+from rag.answering.citations import parse_citations
+from rag.answering.extractive import ExtractiveAnswerer
 from rag.models import Chunk, Evidence, Hit
 
 PASSAGES = [

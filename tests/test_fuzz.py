@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
-from rag.citations import find_markers, parse_citations, split_sentences
+from rag.answering.citations import find_markers, parse_citations, split_sentences
 
 FAST = hsettings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SLOW = hsettings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow,

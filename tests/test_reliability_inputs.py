@@ -264,7 +264,7 @@ def test_prompt_injection_document_cannot_steer_the_answer(tmp_path, settings, e
     assert user.count("</evidence>") == len(answer.evidence) >= 1
     assert user.count("<evidence ") == len(answer.evidence)
     assert "‹/evidence>" in user
-    # guards strict validation in rag.citations: nothing uncited or cited outside the allow-list survives
+    # guards strict validation in rag.answering.citations: nothing uncited or cited outside the allow-list survives
     assert answer.abstained and not answer.citations
     # (the abstention lists the document itself as a related passage; the model's words must be gone)
     assert "Developer mode enabled" not in answer.text and "to continue" not in answer.text

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import pytest
 
 from rag.errors import ConfigError, EmptyQueryError, ModelMismatchError
-from rag.evidence import score_kind
+from rag.answering.evidence import score_kind
 from rag.lexical import BM25Encoder
 from rag.models import Chunk, SearchFilter
 from rag.rerank import Reranker

@@ -8,10 +8,10 @@ import random
 import numpy as np
 import pytest
 
-from evals.finetune import TrainConfig, train_bi_encoder, train_cross_encoder
-from evals.negatives import (Triplet, filter_candidates, is_false_negative, jaccard, mine_hard_negatives,
+from rag.tuning.finetune import TrainConfig, train_bi_encoder, train_cross_encoder
+from rag.tuning.negatives import (Triplet, filter_candidates, is_false_negative, jaccard, mine_hard_negatives,
                              no_duplicate_batches)
-from evals.pairs import TrainPair, generate_pairs, inverse_cloze_pairs, split_holdout, split_sentences, title_pairs
+from rag.tuning.pairs import TrainPair, generate_pairs, inverse_cloze_pairs, split_holdout, split_sentences, title_pairs
 from rag.errors import RagError
 from rag.lexical import BM25Encoder
 from rag.models import Chunk
@@ -212,7 +212,7 @@ def test_listwise_reranker_learns_its_training_groups_and_round_trips(tmp_path, 
 
 
 def test_tune_end_to_end_writes_models_report_and_apply_makes_a_new_collection(tmp_path, settings, embedder):
-    from evals.tune import REPORT_FILE, apply_tuned, tune
+    from rag.tuning.tune import REPORT_FILE, apply_tuned, tune
     from sentence_transformers import CrossEncoder
     from rag.store import open_store
 

@@ -1,4 +1,4 @@
-"""The "Explore" tab: the collection's embedding space (evals.explore) and any chunk's nearest neighbours.
+"""The "Explore" tab: the collection's embedding space (rag.explore) and any chunk's nearest neighbours.
 
 Self-contained: `explore_tab(pipeline)` is called inside the app's `gr.Tabs()` and wires its own events.
 """
@@ -21,7 +21,7 @@ def explore_tab(pipeline: Any) -> None:
     """Add the Explore tab: plot (coloured by cluster or file, a query and its hits marked) + neighbours."""
     import gradio as gr
 
-    from evals import explore
+    from rag import explore
 
     with gr.Tab("Explore", id="explore"):
         with gr.Row():

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from rag.models import Answer, Citation, Evidence, Hit
 
-# A validated answer's markers: [1], [1, 3], [2-4] (rag.citations keeps them as given).
+# A validated answer's markers: [1], [1, 3], [2-4] (rag.answering.citations keeps them as given).
 _MARKER_RE = re.compile(r"\[(\d+(?:\s*(?:[-–]|,|;)\s*\d+)*)\]")
 
 

@@ -2,7 +2,7 @@
 
 A plain torch loop instead of `SentenceTransformerTrainer`: the trainer needs `datasets` and
 `accelerate`, which the product does not ship, and our batches are built by
-`evals.negatives.no_duplicate_batches` anyway.
+`rag.tuning.negatives.no_duplicate_batches` anyway.
 
 - Bi-encoder: `MultipleNegativesRankingLoss` (InfoNCE over in-batch positives and hard negatives,
   similarity x `scale`, i.e. temperature = 1 / scale).
@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from evals.negatives import Triplet, no_duplicate_batches
+from rag.tuning.negatives import Triplet, no_duplicate_batches
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ class TrainConfig:
     rerank_negatives: int = 3
     rerank_max_length: int = 128
     max_steps: int | None = None  # cap per model (tests, smoke runs)
-    # Pseudo-query shape (evals.pairs.inverse_cloze_pairs).
+    # Pseudo-query shape (rag.tuning.pairs.inverse_cloze_pairs).
     # Measured on SQuAD with MiniLM (dense nDCG@10, base 0.783): removing the sentence from its positive
     # (classic inverse cloze) 0.778; keeping it half the time 0.774; always keeping it, with 30% query
     # word dropout, 0.792. A pretrained embedder already matches topics; what it gains here is the

@@ -23,8 +23,8 @@ from typing import Callable
 
 import numpy as np
 
-from rag.citations import split_sentences, validate_citations
-from rag.generation import abstention_text
+from rag.answering.citations import split_sentences, validate_citations
+from rag.answering.llm import abstention_text
 from rag.models import Answer, Evidence, Hit
 
 # Chosen from the SQuAD sweep (evals/extractive_sweep.py); see the module docstring there.

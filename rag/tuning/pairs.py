@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
-from rag.citations import sentences as citation_sentences
+from rag.answering.citations import sentences as citation_sentences
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class TrainPair:
 
 
 def split_sentences(text: str) -> list[str]:
-    """Sentences of a chunk: the product's sentence splitter (`rag.citations`), plus a pass for tokenized
+    """Sentences of a chunk: the product's sentence splitter (`rag.answering.citations`), plus a pass for tokenized
     lower-case text ("cooling . this paper ..."), which it rightly does not split; fragments of fewer
     than MIN_FRAGMENT_WORDS words join the sentence before them."""
     out: list[str] = []

@@ -1,9 +1,9 @@
 """`rag tune`: adapt the retriever and the reranker to the user's own documents, and measure it.
 
 Steps (each its own module):
-1. pairs      (`evals.pairs`)      pseudo-queries from the collection's chunks (+ LLM questions if enabled);
-2. negatives  (`evals.negatives`)  BM25 hard negatives, false-negative filter, duplicate-free batches;
-3. training   (`evals.finetune`)   bi-encoder (MNRL / InfoNCE) and cross-encoder (BCE), saved under MODEL_DIR;
+1. pairs      (`rag.tuning.pairs`)      pseudo-queries from the collection's chunks (+ LLM questions if enabled);
+2. negatives  (`rag.tuning.negatives`)  BM25 hard negatives, false-negative filter, duplicate-free batches;
+3. training   (`rag.tuning.finetune`)   bi-encoder (MNRL / InfoNCE) and cross-encoder (BCE), saved under MODEL_DIR;
 4. evaluation (here)               held-out pseudo-queries before/after (MRR@10, Recall@10 of the positive
                                    chunk) and, with `--eval DATASET`, the eval harness before/after;
 5. apply      (here)               `rag tune --apply MODEL_DIR` re-embeds every chunk into a NEW collection.
@@ -32,9 +32,9 @@ import numpy as np
 from rag.config import Settings
 from rag.errors import ConfigError, RagError
 
-from evals.finetune import TrainConfig, train_bi_encoder, train_cross_encoder
-from evals.negatives import bm25_candidates, mine_hard_negatives
-from evals.pairs import TrainPair, generate_pairs, split_holdout
+from rag.tuning.finetune import TrainConfig, train_bi_encoder, train_cross_encoder
+from rag.tuning.negatives import bm25_candidates, mine_hard_negatives
+from rag.tuning.pairs import TrainPair, generate_pairs, split_holdout
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Cited answers from an OpenAI-compatible endpoint (the `openai` client), streamed, with retries.
 
 The prompt keeps the evidence as quoted data blocks (number, file, page, section) after a system
-message with the rules; the model's reply is then checked by `rag.citations.validate_citations`,
+message with the rules; the model's reply is then checked by `rag.answering.citations.validate_citations`,
 so an answer can only cite the evidence it was given. Endpoint failures never lose the evidence:
 the Answer carries `error`, `abstained=True` and the evidence list.
 """
@@ -17,7 +17,7 @@ from typing import Callable
 import importlib
 import openai
 
-from rag.citations import SENTINEL, is_abstention, validate_citations
+from rag.answering.citations import SENTINEL, is_abstention, validate_citations
 from rag.errors import LLMError
 from rag.models import Answer, Evidence, Hit
 

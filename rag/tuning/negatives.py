@@ -21,7 +21,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
-from evals.pairs import TrainPair
+from rag.tuning.pairs import TrainPair
 
 log = logging.getLogger(__name__)
 
