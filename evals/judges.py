@@ -27,11 +27,13 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import numpy as np
+
+from rag.answering.citations import sentences, strip_citation_markers
 from rag.errors import ConfigError, LLMError, ModelLoadError
+from rag.lexical import BM25Encoder
 
 log = logging.getLogger(__name__)
-
-_MARKER_RE = re.compile(r"\s*\[\s*\d+(?:\s*[-,–]\s*\d+)*\s*\]")
 
 
 @dataclass
@@ -61,26 +63,18 @@ class JudgeResult:
 
 
 def strip_markers(text: str) -> str:
-    """Remove citation markers like [1] or [2, 3] from answer text."""
-    return _MARKER_RE.sub("", text).strip()
+    """Remove citation markers like [1] or [2, 3] from answer text (the product's one marker grammar)."""
+    return strip_citation_markers(text)
 
 
 def split_claims(answer: str) -> list[str]:
-    """Answer sentences without citation markers (the product's own sentence splitter when present)."""
-    try:
-        from rag.answering.citations import sentences  # same splitting as the answer validator
-    except ImportError:  # pragma: no cover - only before rag.answering.citations exists
-        sentences = _fallback_sentences
+    """Answer sentences without citation markers (the product's one sentence splitter)."""
     out = []
     for sent in sentences(answer):
         claim = strip_markers(sent)
         if re.search(r"\w", claim):
             out.append(claim)
     return out
-
-
-def _fallback_sentences(text: str) -> list[str]:
-    return [s for s in re.split(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])|\n+", text) if s.strip()]
 
 
 def _aggregate(claims: list[ClaimVerdict], score: float | None = None) -> JudgeResult:
@@ -153,8 +147,6 @@ class LexicalJudge(Judge):
         novel_penalty: float = 1.0,
         language: str = "english",
     ) -> None:
-        from rag.lexical import BM25Encoder
-
         self.threshold = threshold
         self.number_weight = number_weight
         self.entity_weight = entity_weight
@@ -264,7 +256,7 @@ class NLIJudge(Judge):
             if self._model is not None:
                 return
             try:
-                from sentence_transformers import CrossEncoder
+                from sentence_transformers import CrossEncoder  # heavy (torch): only when the NLI judge loads
 
                 model = CrossEncoder(self.model_name, device=self.device)
             except Exception as exc:  # noqa: BLE001 - OSError, HF hub errors, ValueError: all mean "no weights"
@@ -289,8 +281,6 @@ class NLIJudge(Judge):
         if not claims:
             return _aggregate([])
         self.load()
-        import numpy as np
-
         logits = np.asarray(
             self._model.predict([(context, c) for c in claims], batch_size=self.batch_size, show_progress_bar=False,
                                 apply_softmax=False),
@@ -395,7 +385,7 @@ class LLMJudge(Judge):
                     "LLM judge needs an endpoint: set RAG_LLM_BASE_URL (any OpenAI-compatible server) "
                     "or OPENAI_API_KEY, or use the lexical judge"
                 )
-            import openai
+            import openai  # a slow import, needed only by the LLM judge
 
             # Local OpenAI-compatible servers accept any key; the client insists on one being set.
             client = openai.OpenAI(base_url=self.base_url, api_key=key or "not-needed", timeout=timeout,

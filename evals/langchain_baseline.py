@@ -73,6 +73,7 @@ class LangChainHybridRecipe:
     def __init__(self, texts: Sequence[str], ids: Sequence[str], embeddings: SentenceTransformerEmbeddings,
                  cross_encoder: Any | None = None, leg_k: int = 100, rerank_top_m: int = 30,
                  rerank_batch_size: int = 32, dimension: int | None = None) -> None:
+        # LangChain and qdrant-client are heavy and only the baseline needs them: imported here.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # langchain-community's sunset notice
             from langchain_classic.retrievers import EnsembleRetriever

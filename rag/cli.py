@@ -8,13 +8,16 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
+import time
 from typing import Any, Callable, Sequence
 
 import rag  # noqa: F401  (sets the no-telemetry environment before anything else imports)
 from rag.config import Settings, load_settings
 from rag.errors import ConfigError, RagError
-from rag.models import SearchFilter
+from rag.models import Mode, SearchFilter
+from rag.text import terminal_safe  # document and model text is untrusted: no escape sequences on the terminal
 
 log = logging.getLogger("rag")
 
@@ -38,12 +41,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", metavar="PATH")
     _add_acl(p, "ACL label given to the ingested chunks (repeatable; default: public)")
     p.add_argument("--follow-symlinks", action="store_true", default=None, help="follow symbolic links")
+    p.add_argument("--watch", action="store_true",
+                   help="then keep the given folders in sync as files change, until Ctrl-C (no server needed)")
     _add_common(p)
 
     p = sub.add_parser("search", help="retrieve passages for a query")
     p.add_argument("query")
     p.add_argument("--k", type=int, help="results to return (default 10)")
-    p.add_argument("--mode", choices=["dense", "bm25", "hybrid", "rerank"])
+    p.add_argument("--mode", choices=Mode.values())
     _add_acl(p, "label the caller holds (repeatable; default: public)")
     p.add_argument("--file-type", action="append", help="only these file types (repeatable)")
     p.add_argument("--path-prefix", help="only files under this folder")
@@ -51,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ask", help="answer a question with citations (streams without --json)")
     p.add_argument("question")
-    p.add_argument("--mode", choices=["dense", "bm25", "hybrid", "rerank"])
+    p.add_argument("--mode", choices=Mode.values())
     _add_acl(p, "label the caller holds (repeatable; default: public)")
     _add_common(p)
 
@@ -59,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default 7860)")
     _add_acl(p, "labels every UI session holds (operator setting; default: public)")
+    p.add_argument("--ingest-root", action="append", metavar="DIR", dest="ingest_root",
+                   help="server folder visitors may index (repeatable; default: none, folder ingest disabled)")
     _add_common(p)
 
     p = sub.add_parser("stats", help="collection statistics")
@@ -114,6 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--apply", metavar="MODEL_DIR", help="re-embed the collection with a tuned model into a new collection")
     p.add_argument("--target", help="name of the new collection for --apply (default <collection>_tuned)")
     p.add_argument("--force", action="store_true", help="--apply even if the tuned model did not win")
+    p.add_argument("--reader", action="store_true",
+                   help="train an extractive reader from a doc-QA set instead (with --train and --out)")
+    p.add_argument("--train", metavar="DATASET_DIR", help="--reader: doc-QA dataset to learn from")
+    p.add_argument("--base", metavar="MODEL", help="--reader: backbone (default: the configured embedder's)")
+    p.add_argument("--limit", type=int, help="--reader: train on a seeded sample of N questions")
     _add_common(p)
 
     p = sub.add_parser("explore", help="plot the collection's embedding space (PNG or HTML)")
@@ -123,6 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", choices=["pca", "tsne"], default="pca", help="2-D projection (default pca)")
     p.add_argument("--clusters", type=int, help="k-means clusters (default: about sqrt(chunks / 2), at most 12)")
     _add_common(p)
+
+    from rag.server.cli_commands import add_server_parsers  # serve, mcp, keys, jobs; --server on data commands
+
+    add_server_parsers(sub, _add_common, _add_acl)
     return parser
 
 
@@ -151,18 +167,52 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     from rag.pipeline import Pipeline
 
     pipeline = Pipeline(settings)
+    watcher = None
     try:
+        if args.watch:
+            watcher = _start_watching(args, pipeline)  # before the ingest: nothing saved meanwhile is missed
         report = pipeline.ingest(args.paths, acl=args.acl, progress=True)
+        for line in report.summary_lines():
+            print(line, file=sys.stderr)
+        if args.json:
+            payload = report.to_dict()
+            payload.pop("files")
+            payload["files"] = [f.__dict__ for f in report.files]
+            _emit(args, payload, lambda: None)
+            sys.stdout.flush()
+        if watcher is not None:
+            print(f"rag: watching {len(watcher.folders)} folder(s) for changes; Ctrl-C stops", file=sys.stderr)
+            signal.signal(signal.SIGTERM, _interrupt)  # a service manager's stop ends it like Ctrl-C does
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                print("rag: stopped watching", file=sys.stderr)
     finally:
-        pipeline.close()
-    for line in report.summary_lines():
-        print(line, file=sys.stderr)
-    if args.json:
-        payload = report.to_dict()
-        payload.pop("files")
-        payload["files"] = [f.__dict__ for f in report.files]
-        _emit(args, payload, lambda: None)
+        # A sync still running after 10 s is left to process exit (crash-safe); closing the store under it is not.
+        if watcher is None or watcher.stop(timeout=10):
+            pipeline.close()
     return 0
+
+
+def _interrupt(_signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _start_watching(args: argparse.Namespace, pipeline: Any) -> Any:
+    """`rag ingest --watch`: a FolderWatcher syncing each given folder through this pipeline (same labels)."""
+    from pathlib import Path
+
+    from ingest.watch import FolderWatcher, PipelineSync, WatchedFolder
+
+    not_folders = [p for p in args.paths if not Path(p).expanduser().is_dir()]
+    if not_folders:
+        raise RagError(f"--watch keeps folders in sync; not a folder: {', '.join(not_folders)}")
+    folders = [WatchedFolder(Path(p), acl=args.acl) for p in args.paths]
+    watcher = FolderWatcher(folders, PipelineSync(
+        lambda paths, acl: pipeline.ingest(paths, acl=acl, progress=False), folders))
+    watcher.start()
+    return watcher
 
 
 def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
@@ -184,8 +234,8 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
             ranks = f"dense #{hit.dense_rank or '-'}  bm25 #{hit.bm25_rank or '-'}"
             if hit.rerank_score is not None:
                 ranks += f"  rerank {hit.rerank_score:.3f}"
-            print(f"{rank:>2}. [{hit.score:.4f}] {where}  ({ranks})")
-            print("    " + " ".join(hit.chunk.text.split())[:240])
+            print(terminal_safe(f"{rank:>2}. [{hit.score:.4f}] {where}  ({ranks})"))
+            print(terminal_safe("    " + " ".join(hit.chunk.text.split())[:240]))
         print("timings (ms): " + ", ".join(f"{k} {v:.1f}" for k, v in result.timings_ms.items()), file=sys.stderr)
 
     _emit(args, result.to_dict(), human)
@@ -202,7 +252,7 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
     def on_token(token: str) -> None:
         streamed.append(token)
         if not args.json:
-            sys.stdout.write(token)
+            sys.stdout.write(terminal_safe(token))
             sys.stdout.flush()
 
     try:
@@ -216,20 +266,20 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
             sys.stdout.write("\n")
             if "".join(streamed).strip() != answer.text.strip():
                 print("\n--- validated answer ---")
-                print(answer.text)
+                print(terminal_safe(answer.text))
         else:
-            print(answer.text)
+            print(terminal_safe(answer.text))
         if answer.error:
-            print(f"error: {answer.error}", file=sys.stderr)
+            print(terminal_safe(f"error: {answer.error}"), file=sys.stderr)
         if answer.citations:
             print("\nSources:")
             for c in answer.citations:
                 page = f", page {c.page}" if c.page else ""
-                print(f"  [{c.number}] {c.file}{page}: \"{' '.join(c.quote.split())[:200]}\"")
+                print(terminal_safe(f"  [{c.number}] {c.file}{page}: \"{' '.join(c.quote.split())[:200]}\""))
         if answer.abstained and answer.related:
             print("\nRelated, not sufficient:")
             for hit in answer.related:
-                print(f"  - {hit.chunk.file_name}: {' '.join(hit.chunk.text.split())[:160]}")
+                print(terminal_safe(f"  - {hit.chunk.file_name}: {' '.join(hit.chunk.text.split())[:160]}"))
 
     _emit(args, answer.to_dict(), human)
     return 0 if not answer.error else 1
@@ -265,11 +315,14 @@ def cmd_remove(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_ui(args: argparse.Namespace, settings: Settings) -> int:
-    from ui.app import launch
+    """`rag ui` is `rag serve` with the UI at / on port 7860: the API, the CLI's server mode and MCP come along."""
+    from rag.server.run import serve
 
     if args.acl:
         settings = settings.replace(default_acl=args.acl)
-    launch(settings)
+    if args.ingest_root:
+        settings = settings.replace(ingest_roots=args.ingest_root)
+    serve(settings, host=settings.ui_host, port=settings.ui_port, ui_path="/")
     return 0
 
 
@@ -286,15 +339,25 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_tune(args: argparse.Namespace, settings: Settings) -> int:
+    if getattr(args, "reader", False):
+        from rag.tuning import reader
+
+        return reader.main(args, settings)
     from rag.tuning import tune
 
-    return tune.main(args, settings)
+    harness = None
+    if args.eval_dataset:  # the composition root hands the eval harness to the library (which never imports evals)
+        from evals.retrieval_eval import tuning_harness
+
+        harness = tuning_harness(args.eval_dataset, limit=args.eval_limit)
+    return tune.main(args, settings, eval_harness=harness)
 
 
 def cmd_explore(args: argparse.Namespace, settings: Settings) -> int:
     from rag import explore
+    from rag.pipeline import Pipeline
 
-    return explore.main(args, settings)
+    return explore.main(args, settings, open_pipeline=Pipeline)  # the library gets the facade from here
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
@@ -311,6 +374,20 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
 }
 
 
+def _server_command(name: str) -> Callable[[argparse.Namespace, Settings], int]:
+    """`rag serve|mcp|keys|jobs`, implemented in rag.server.cli_commands (imported when run)."""
+    def run(args: argparse.Namespace, settings: Settings) -> int:
+        from rag.server import cli_commands
+
+        if name in ("keys", "jobs"):
+            return getattr(cli_commands, f"cmd_{name}")(args, settings, _emit)
+        return getattr(cli_commands, f"cmd_{name}")(args, settings)
+    return run
+
+
+COMMANDS.update({name: _server_command(name) for name in ("serve", "mcp", "keys", "jobs")})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `rag` console script."""
     args = build_parser().parse_args(argv)
@@ -323,6 +400,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("ingest").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
         settings = settings_from_args(args)
+        from rag.server.cli_commands import run_remote  # a running server owns the store: go through its API
+
+        if getattr(args, "watch", False):
+            args.no_server = True  # the watcher runs here; a server owning the store says so when it is opened
+        remote = run_remote(args, settings, _emit)
+        if remote is not None:
+            return remote
         return COMMANDS[args.command](args, settings)
     except ConfigError as exc:
         print(f"rag: configuration error: {exc}", file=sys.stderr)

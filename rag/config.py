@@ -14,6 +14,10 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from rag.errors import ConfigError
+from rag.models import Mode
+from rag.secrets import mask_key, redact, url_secrets
+
+__all__ = ["Settings", "load_settings", "validate", "redact", "mask_key", "BGE_QUERY_INSTRUCTION"]
 
 BGE_QUERY_INSTRUCTION = "Represent this sentence for searching relevant passages: "
 
@@ -44,6 +48,8 @@ class Settings:
     max_file_mb: float = 200.0
     follow_symlinks: bool = False
     pdf_strategy: str = "fast"
+    # OCR with Tesseract: auto = image files and PDF pages without a text layer; always = every PDF page too.
+    ocr: str = "auto"  # auto | off | always
 
     # BM25 term weighting (IDF is applied by Qdrant with Modifier.IDF).
     bm25_k1: float = 1.2
@@ -75,6 +81,14 @@ class Settings:
     evidence_max_passages: int = 6
     evidence_token_budget: int = 2500
     strict_citations: bool = True
+    # Offline answers: an extractive reader (SQuAD 2.0 style span head) finds the exact answer span; a Hub name
+    # or a local folder (`rag tune --reader`); "none" keeps the sentence answerer, which is also the fallback
+    # when the reader cannot load. It answers when best span score - no-answer score >= the margin.
+    reader_model: str = "deepset/minilm-uncased-squad2"
+    reader_no_answer_margin: float = 0.0
+    # Longest question accepted (characters): a pasted book is refused up front instead of being
+    # embedded, searched and forwarded whole to the LLM.
+    max_question_chars: int = 2000
 
     # Access control: labels a caller holds when none are given, and labels new chunks get.
     default_acl: list[str] = field(default_factory=lambda: ["public"])
@@ -83,6 +97,21 @@ class Settings:
     ui_host: str = "127.0.0.1"
     ui_port: int = 7860
     upload_dir: str = ".rag/uploads"
+    # Server folders UI visitors may index (`rag ui --ingest-root DIR`); empty = folder ingest disabled.
+    ingest_roots: list[str] = field(default_factory=list)
+    # Folders whose `rag eval --out` runs the UI's Eval tab may open (relative to the working directory).
+    eval_roots: list[str] = field(default_factory=lambda: ["results"])
+    # Watched folders kept in sync (`rag serve`, `rag ingest --watch`): rag.toml `watch = [{path = "docs",
+    # acl = ["team"]}]` (acl optional = default_acl; polling = true|false forces polling, default auto);
+    # RAG_WATCH = comma-separated folders with the default labels.
+    watch: list[dict[str, Any]] = field(default_factory=list)
+
+    # Server (`rag serve`). server_url: a running server the CLI should use (also RAG_SERVER_URL).
+    server_url: str | None = None
+    server_rate_limit: float = 20.0  # requests per second per API key (token bucket); 0 = no limit
+    server_rate_burst: float = 40.0  # bucket size: short bursts above the rate
+    server_max_body_mb: float = 16.0  # JSON request bodies
+    server_max_upload_mb: float = 200.0  # multipart uploads, counted while receiving
 
     @property
     def llm_enabled(self) -> bool:
@@ -114,12 +143,26 @@ class Settings:
         """A copy with some fields changed (None values are ignored, so CLI flags can pass through)."""
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
+    def secrets(self) -> list[str]:
+        """Every secret value these settings hold: API keys and the credentials inside the URLs."""
+        values = [self.resolved_api_key, self.llm_api_key, self.qdrant_api_key,
+                  *url_secrets(self.llm_base_url), *url_secrets(self.qdrant_url)]
+        return [v for v in values if v]
+
+    def redact(self, text: object) -> str:
+        """`text` with these settings' secrets (and any secret-shaped value) masked; see rag.secrets.redact."""
+        return redact(text, self.secrets())
+
     def public_dict(self) -> dict[str, Any]:
-        """Settings as a dict with secrets redacted, safe for logs and eval reports."""
+        """Settings as a dict with secrets redacted (keys masked, URL credentials removed), safe to show."""
         data = dataclasses.asdict(self)
         for key in ("llm_api_key", "qdrant_api_key"):
             if data.get(key):
                 data[key] = "***"
+        known = self.secrets()
+        for key, value in data.items():
+            if isinstance(value, str) and key not in ("llm_api_key", "qdrant_api_key"):
+                data[key] = redact(value, known)
         return data
 
 
@@ -129,6 +172,8 @@ def _coerce(name: str, raw: Any, type_hint: Any, source: str) -> Any:
     try:
         if raw is None:
             return None
+        if name == "watch":
+            return _watch_entries(raw)
         if "list" in text:
             if isinstance(raw, list):
                 return [str(x) for x in raw]
@@ -153,6 +198,27 @@ def _coerce(name: str, raw: Any, type_hint: Any, source: str) -> Any:
         return str(raw)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"setting {name!r} from {source}: {exc}; fix the value and retry") from exc
+
+
+def _watch_entries(raw: Any) -> list[dict[str, Any]]:
+    """The `watch` setting as a list of {path, acl?, polling?} tables (a bare string is a path)."""
+    items = raw if isinstance(raw, list) else [p.strip() for p in str(raw).split(",") if p.strip()]
+    entries = []
+    for item in items:
+        entry = {"path": item} if isinstance(item, str) else dict(item) if isinstance(item, dict) else None
+        if entry is None or not isinstance(entry.get("path"), str) or not entry["path"].strip():
+            raise ValueError(f"each watched folder needs a path, e.g. {{path = \"docs\", acl = [\"team\"]}}; "
+                             f"got {item!r}")
+        unknown = set(entry) - {"path", "acl", "polling"}
+        if unknown:
+            raise ValueError(f"watched folder {entry['path']!r}: unknown keys {sorted(unknown)} (path, acl, polling)")
+        if "acl" in entry:
+            acl = entry["acl"]
+            entry["acl"] = [str(x) for x in acl] if isinstance(acl, list) else [str(acl)]
+        if entry.get("polling") not in (None, True, False, "auto"):
+            raise ValueError(f"watched folder {entry['path']!r}: polling is true, false or \"auto\"")
+        entries.append(entry)
+    return entries
 
 
 def load_settings(config_file: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
@@ -198,10 +264,11 @@ def load_settings(config_file: str | os.PathLike[str] | None = None, **overrides
 
 def validate(settings: Settings) -> None:
     """Reject values that cannot work, naming the setting and what to do."""
-    if settings.mode not in ("dense", "bm25", "hybrid", "rerank"):
-        raise ConfigError(f"setting 'mode' is {settings.mode!r}; use dense, bm25, hybrid or rerank")
+    Mode.parse(settings.mode, field="setting 'mode'")
     if settings.llm_provider not in ("auto", "openai", "extractive"):
         raise ConfigError(f"setting 'llm_provider' is {settings.llm_provider!r}; use auto, openai or extractive")
+    if settings.ocr not in ("auto", "off", "always"):
+        raise ConfigError(f"setting 'ocr' is {settings.ocr!r}; use auto, off or always")
     if settings.chunk_tokens < 16:
         raise ConfigError(f"setting 'chunk_tokens' is {settings.chunk_tokens}; use at least 16")
     if not 0 <= settings.chunk_overlap_tokens < settings.chunk_tokens:
@@ -209,6 +276,8 @@ def validate(settings: Settings) -> None:
     if settings.rerank_fusion_weight is not None and not settings.rerank_fusion_weight >= 0:
         raise ConfigError(f"setting 'rerank_fusion_weight' is {settings.rerank_fusion_weight}; use a number >= 0 "
                           "or leave it unset to order by the cross-encoder alone")
+    if settings.max_question_chars <= 0:
+        raise ConfigError(f"setting 'max_question_chars' is {settings.max_question_chars}; it must be positive")
     if settings.rrf_k <= 0:
         raise ConfigError(f"setting 'rrf_k' is {settings.rrf_k}; it must be positive")
     if settings.top_k <= 0 or settings.leg_limit <= 0 or settings.rerank_top_m <= 0:

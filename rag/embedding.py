@@ -12,13 +12,38 @@ import functools
 import logging
 import os
 import threading
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from rag.config import Settings
 from rag.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class EmbedderProtocol(Protocol):
+    """What the product needs from an embedding model; `Embedder` is the sentence-transformers one.
+
+    Tests and evals may pass any object with this shape (e.g. a cached or remote embedder).
+    """
+
+    model_name: str
+    dimension: int
+    max_tokens: int
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens the model's tokenizer produces for `text` (no special tokens)."""
+        ...
+
+    def embed_passages(self, texts: list[str], show_progress: bool = False) -> np.ndarray:
+        """L2-normalized float32 rows, one per passage."""
+        ...
+
+    def embed_query(self, text: str) -> np.ndarray:
+        """One L2-normalized float32 vector for a query (query instruction applied)."""
+        ...
 
 
 class Embedder:
@@ -125,7 +150,7 @@ def _load_embedder_cached(model_name: str, query_instruction: str, batch_size: i
     return Embedder(model, model_name, query_instruction=query_instruction, batch_size=batch_size)
 
 
-def embedder_from_settings(settings: Any) -> Embedder:
+def embedder_from_settings(settings: Settings) -> Embedder:
     """The (cached) embedder described by Settings: model, query instruction, batch size, device."""
     return load_embedder(
         settings.embed_model,

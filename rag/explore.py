@@ -19,11 +19,13 @@ import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from rag.errors import ConfigError
+from rag.models import SearchFilter
+from rag.store.catalog import load_chunks
 
 log = logging.getLogger(__name__)
 
@@ -55,20 +57,12 @@ class ExploreData:
         return len(self.ids)
 
 
-def load_vectors(store: Any, limit: int = MAX_POINTS) -> tuple[list[Any], np.ndarray]:
-    """Up to `limit` chunks and their stored dense vectors (a collection records its own model)."""
-    from rag.models import Chunk
-
-    chunks, vecs = [], []
-    for point_id, payload, dense in store.iter_payloads(with_vectors=True):
-        if not dense:
-            continue
-        chunks.append(Chunk.from_payload(point_id, payload))
-        vecs.append(dense)
-        if len(chunks) >= limit:
-            log.info("explorer shows the first %d chunks of the collection", limit)
-            break
-    return chunks, np.asarray(vecs, dtype=np.float32).reshape(len(vecs), -1)
+def load_vectors(store: Any, limit: int = MAX_POINTS, flt: SearchFilter | None = None) -> tuple[list[Any], np.ndarray]:
+    """Up to `limit` chunks matching `flt` (an ACL filter runs inside the store) and their stored dense vectors."""
+    chunks, vecs = load_chunks(store, flt, limit)
+    if len(chunks) >= limit:
+        log.info("explorer shows the first %d chunks of the collection", limit)
+    return chunks, vecs
 
 
 def project(vectors: np.ndarray, method: str = "pca", extra: np.ndarray | None = None, seed: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
@@ -83,7 +77,7 @@ def project(vectors: np.ndarray, method: str = "pca", extra: np.ndarray | None =
         xy = np.column_stack([np.arange(n, dtype=float), np.zeros(n)])
         return xy, None if extra is None else np.zeros((len(extra), 2))
     if method == "tsne":
-        from sklearn.manifold import TSNE
+        from sklearn.manifold import TSNE  # scikit-learn (and scipy) are heavy: imported when used
 
         stacked = vectors if extra is None else np.vstack([vectors, extra])
         perplexity = float(max(2, min(30, (len(stacked) - 1) // 3)))
@@ -91,7 +85,7 @@ def project(vectors: np.ndarray, method: str = "pca", extra: np.ndarray | None =
         return xy_all[:n], None if extra is None else xy_all[n:]
     if method != "pca":
         raise ConfigError(f"projection {method!r} is unknown; use pca or tsne")
-    from sklearn.decomposition import PCA
+    from sklearn.decomposition import PCA  # heavy: imported when used
 
     pca = PCA(n_components=2, random_state=seed).fit(vectors)
     return pca.transform(vectors), None if extra is None else pca.transform(extra)
@@ -107,14 +101,14 @@ def cluster(vectors: np.ndarray, k: int, seed: int = 0) -> list[int]:
     if len(vectors) == 0:
         return []
     k = max(1, min(k, len(vectors)))
-    from sklearn.cluster import KMeans
+    from sklearn.cluster import KMeans  # heavy: imported when used
 
     return [int(x) for x in KMeans(n_clusters=k, n_init=4, random_state=seed).fit_predict(vectors)]
 
 
 def cluster_terms(texts: Sequence[str], labels: Sequence[int], top: int = 3) -> dict[int, str]:
     """Each cluster's label: its `top` highest tf-idf terms, one tf-idf document per cluster."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.feature_extraction.text import TfidfVectorizer  # heavy: imported when used
 
     ids = sorted(set(labels))
     docs = [" ".join(t for t, lab in zip(texts, labels) if lab == c) for c in ids]
@@ -150,13 +144,17 @@ def nearest_neighbours(vectors: np.ndarray, n: int = NEIGHBOURS) -> list[list[in
 
 
 def build(pipeline: Any, query: str | None = None, method: str = "pca", k: int | None = None,
-          limit: int = MAX_POINTS, seed: int = 0) -> ExploreData:
-    """Project a pipeline's collection (and optionally a query and its hits) for plotting."""
-    chunks, vectors = load_vectors(pipeline.store, limit)
+          limit: int = MAX_POINTS, seed: int = 0, caller: Any = None) -> ExploreData:
+    """Project a pipeline's collection (and optionally a query and its hits) for plotting.
+
+    With a `caller` (rag.access.Caller), only the chunks it may see are loaded, clustered and searched.
+    """
+    flt = caller.search_filter() if caller is not None else None
+    chunks, vectors = load_vectors(pipeline.store, limit, flt)
     hit_ids: list[str] = []
     query_vec = None
     if query and query.strip() and chunks:
-        result = pipeline.search(query, k=10)
+        result = pipeline.search(query, k=10, caller=caller)
         hit_ids = [h.chunk.id for h in result.hits]
         query_vec = np.asarray(pipeline.embedder.embed_query(query), dtype=np.float32)[None, :]
     xy, extra = project(vectors, method, query_vec, seed)
@@ -198,7 +196,7 @@ def groups(data: ExploreData, color: str) -> tuple[list[int], list[str]]:
 
 def figure(data: ExploreData, color: str = "cluster") -> Any:
     """A matplotlib Figure of the projection (Agg backend, no display needed)."""
-    import matplotlib
+    import matplotlib  # heavy: imported only when a plot is drawn
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -228,7 +226,7 @@ def figure(data: ExploreData, color: str = "cluster") -> Any:
 
 def write_png(data: ExploreData, path: str | Path, color: str = "cluster") -> Path:
     """Save the plot as a PNG."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy: imported only when a plot is drawn
 
     fig = figure(data, color)
     fig.savefig(str(path), bbox_inches="tight")
@@ -319,17 +317,19 @@ def neighbour_rows(data: ExploreData, row: int) -> list[dict[str, Any]]:
 # ------------------------------------------------------------------------------------------------
 
 
-def main(args: argparse.Namespace, settings: Any) -> int:
-    """`rag explore --out FILE.png|FILE.html [--color file|cluster] [--query Q]`."""
-    from rag.pipeline import Pipeline
+def main(args: argparse.Namespace, settings: Any, open_pipeline: Callable[[Any], Any]) -> int:
+    """`rag explore --out FILE.png|FILE.html [--color file|cluster] [--query Q]`.
 
+    `open_pipeline(settings)` gives the pipeline facade (`rag.pipeline.Pipeline`, which sits above this
+    library): the CLI, the composition root, passes it in.
+    """
     out = Path(args.out)
     suffix = out.suffix.lower()
     if suffix not in (".png", ".html", ".htm"):
         raise ConfigError(f"--out {args.out}: use a .png or .html file name")
     if args.clusters is not None and args.clusters <= 0:
         raise ConfigError(f"--clusters is {args.clusters}; it must be positive")
-    pipeline = Pipeline(settings)
+    pipeline = open_pipeline(settings)
     try:
         if pipeline.store.info() is None:
             raise ConfigError(f"collection {settings.collection!r} does not exist; run `rag ingest` first or pass --collection")

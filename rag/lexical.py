@@ -20,12 +20,8 @@ from dataclasses import dataclass, field
 
 import snowballstemmer
 
-# The classic Lucene English stop set (StandardAnalyzer / EnglishAnalyzer): small on purpose, so
-# content words that matter in questions ("how", "what", "which", "between") stay searchable.
-ENGLISH_STOPWORDS: frozenset[str] = frozenset(
-    """a an and are as at be but by for if in into is it no not of on or such that the their then
-    there these they this to was will with""".split()
-)
+from rag.text import ENGLISH_STOPWORDS, stopwords  # noqa: F401  (ENGLISH_STOPWORDS: re-exported for callers)
+
 
 # Scripts written without spaces between words: each character becomes its own token (unigrams),
 # otherwise a whole Chinese or Japanese sentence would be one giant "word".
@@ -88,7 +84,7 @@ class BM25Encoder:
                 raise ValueError(
                     f"bm25_language {language!r} has no Snowball stemmer; use one of {', '.join(available_languages())}"
                 ) from exc
-        self._stopwords = ENGLISH_STOPWORDS if self.language == "english" else frozenset()
+        self._stopwords = stopwords(self.language)
         self._stem_cache: dict[str, str] = {}
 
     def tokenize(self, text: str) -> list[str]:

@@ -8,7 +8,61 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from enum import Enum
+from typing import Any, Callable, Protocol, runtime_checkable
+
+from rag.errors import ConfigError
+
+
+class Mode(str, Enum):
+    """A retrieval mode. A `str` Enum, so `Mode.HYBRID == "hybrid"` and JSON shows the plain value.
+
+    - DENSE: the dense leg alone, ordered by cosine similarity.
+    - BM25: the BM25 leg alone, ordered by BM25 score.
+    - HYBRID: both legs fused with reciprocal rank fusion.
+    - RERANK: the fused top-M re-scored by the cross-encoder.
+    """
+
+    DENSE = "dense"
+    BM25 = "bm25"
+    HYBRID = "hybrid"
+    RERANK = "rerank"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @classmethod
+    def parse(cls, value: "Mode | str", field: str = "mode") -> "Mode":
+        """The Mode named by `value` (case and surrounding spaces ignored).
+
+        Raises ConfigError naming `field` (the setting, flag or request field the value came from)
+        and the accepted values. This is the one place a mode name is validated.
+        """
+        if isinstance(value, cls):
+            return value
+        try:
+            return cls(str(value).strip().lower())
+        except ValueError:
+            raise ConfigError(f"{field} {value!r} is not a retrieval mode; use one of "
+                              f"{', '.join(m.value for m in cls)}") from None
+
+    @classmethod
+    def values(cls) -> list[str]:
+        """The mode names, for argparse choices and UI radio buttons."""
+        return [m.value for m in cls]
+
+
+class ScoreKind(str, Enum):
+    """What `Hit.score` measures; the evidence gate picks its default floor from it."""
+
+    DENSE = "dense"  # cosine similarity of the dense leg
+    BM25 = "bm25"  # BM25 score of the sparse leg
+    RRF = "rrf"  # reciprocal rank fusion score (also the reranker fused as a third leg)
+    RERANK = "rerank"  # cross-encoder logit
+    UNKNOWN = "unknown"  # built by hand (tests, sweeps): no default floor applies
+
+    def __str__(self) -> str:
+        return self.value
 
 
 @dataclass
@@ -79,11 +133,13 @@ class Hit:
     fused_rank: int | None = None
     fused_score: float | None = None
     rerank_score: float | None = None
+    score_kind: ScoreKind = ScoreKind.UNKNOWN  # what `score` measures (set by the retriever)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "chunk_id": self.chunk.id,
             "score": self.score,
+            "score_kind": self.score_kind.value,
             "dense_rank": self.dense_rank,
             "dense_score": self.dense_score,
             "bm25_rank": self.bm25_rank,
@@ -107,14 +163,14 @@ class SearchResult:
     """The output of one retrieval: ordered hits plus per-stage timings in milliseconds."""
 
     query: str
-    mode: str
+    mode: Mode | str
     hits: list[Hit]
     timings_ms: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "query": self.query,
-            "mode": self.mode,
+            "mode": str(self.mode),
             "timings_ms": self.timings_ms,
             "results": [h.to_dict() for h in self.hits],
         }
@@ -192,3 +248,18 @@ class Answer:
             "dropped_citations": self.dropped_citations,
             "timings_ms": self.timings_ms,
         }
+
+
+TokenCallback = Callable[[str], None]
+
+
+@runtime_checkable
+class Answerer(Protocol):
+    """Turns a question and its gated evidence into an Answer (LLM or offline; see rag.answering)."""
+
+    provider: str
+
+    def answer(self, question: str, evidence: list[Evidence], on_token: TokenCallback | None = None,
+               related: list[Hit] | None = None) -> Answer:
+        """Answer from `evidence` only, streaming text to `on_token`; abstain listing `related` when it cannot."""
+        ...

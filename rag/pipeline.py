@@ -6,16 +6,28 @@ It owns the component wiring (store, embedder, reranker, answerer) and loads eac
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
 import time
+import uuid
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
+import numpy as np
+
+from ingest.sync import IngestReport, discover_files, ingest_paths, stored_files
+from rag.access import AccessDenied, Action, Caller, Role
+from rag.answering import make_answerer
+from rag.answering.evidence import related_passages, select_evidence
 from rag.config import Settings, load_settings
+from rag.embedding import Embedder, EmbedderProtocol, embedder_from_settings
 from rag.errors import RagError
-from rag.models import Answer, SearchFilter, SearchResult
+from rag.models import Answer, Answerer, Chunk, Mode, SearchFilter, SearchResult
+from rag.rerank import Reranker, load_reranker
+from rag.retriever import HybridRetriever, RetrievalConfig
+from rag.store import Store, open_store
 
 log = logging.getLogger(__name__)
 
@@ -23,134 +35,212 @@ Message = dict  # {"role": "user"|"assistant", "content": str}
 
 
 class Pipeline:
-    """One collection's ingest/search/ask surface. Thread-safe for concurrent queries."""
+    """One collection's ingest/search/ask surface, applied to a `Caller` (see rag.access).
 
-    def __init__(self, settings: Settings | None = None, store=None, embedder=None, reranker=None) -> None:
+    Every operation takes an optional `caller`; None means the operator at this machine,
+    `Caller.local(settings.default_acl)` (admin role, the default labels), which is what the CLI and
+    a loopback UI without sign-in have always been.
+
+    Concurrency: searches and answers run in parallel with each other and with an ingest. Two locks,
+    both short-lived for readers:
+    - `_components_lock` guards lazy loading of the store and models (held only while loading);
+    - `_writer_lock` admits one writer (ingest, remove) at a time, and readers never take it: the
+      store serves concurrent reads while one thread writes, so a long ingest no longer stalls chats.
+    Readers also come first for the CPU: an ingest embeds in small sub-batches and, between them,
+    waits while a search or answer is running (see `_ReaderFirstEmbedder`), so a question asked
+    during a long ingest waits for at most one small batch instead of the whole run.
+    """
+
+    def __init__(self, settings: Settings | None = None, store: Store | None = None,
+                 embedder: Embedder | None = None, reranker: Reranker | None = None) -> None:
         self.settings = settings or load_settings()
         self._store = store
         self._embedder = embedder
         self._reranker = reranker
         self._reranker_loaded = reranker is not None
-        self._retriever = None
-        self._lock = threading.RLock()
+        self._retriever: HybridRetriever | None = None
+        self._components_lock = threading.RLock()
+        self._writer_lock = threading.Lock()
+        self._readers = _ReaderCount()
 
     # -- components (lazy) ---------------------------------------------------------------------
     @property
-    def store(self):
-        with self._lock:
+    def store(self) -> Store:
+        """The collection's store, opened on first use."""
+        with self._components_lock:
             if self._store is None:
-                from rag.store import open_store
-
                 self._store = open_store(self.settings)
             return self._store
 
     @property
-    def embedder(self):
-        with self._lock:
+    def embedder(self) -> Embedder:
+        """The embedding model, loaded on first use."""
+        with self._components_lock:
             if self._embedder is None:
-                from rag.embedding import embedder_from_settings
-
                 self._embedder = embedder_from_settings(self.settings)
             return self._embedder
 
     @property
-    def reranker(self):
-        with self._lock:
+    def reranker(self) -> Reranker | None:
+        """The cross-encoder, loaded on first use; None when reranking is off."""
+        with self._components_lock:
             if not self._reranker_loaded:
-                from rag.rerank import load_reranker
-
                 self._reranker = load_reranker(self.settings)
                 self._reranker_loaded = True
             return self._reranker
 
-    def retriever(self, mode: str | None = None):
-        """The retriever for this collection; built after the collection exists (BM25 params)."""
-        from rag.retriever import HybridRetriever
-
-        with self._lock:
+    def retriever(self, mode: Mode | str | None = None) -> HybridRetriever:
+        """The retriever for this collection (the reranker is attached when a rerank mode needs it)."""
+        wanted = Mode.parse(mode or self.settings.mode, field="mode")
+        with self._components_lock:
             if self._retriever is None:
-                needs_reranker = (mode or self.settings.mode) == "rerank"
-                reranker = self.reranker if needs_reranker else None
-                self._retriever = HybridRetriever(self.store, self.embedder, None, reranker, self.settings)
-            elif (mode or self.settings.mode) == "rerank" and self._retriever.reranker is None and self.settings.rerank_enabled:
+                reranker = self.reranker if wanted is Mode.RERANK else None
+                self._retriever = HybridRetriever(self.store, self.embedder, None, reranker,
+                                                  RetrievalConfig.from_settings(self.settings))
+            elif wanted is Mode.RERANK and self._retriever.reranker is None and self.settings.rerank_enabled:
                 self._retriever.reranker = self.reranker
             return self._retriever
 
     def loaded_models(self) -> dict[str, str | None]:
-        """Which models this pipeline has loaded (None = not loaded yet or disabled)."""
+        """Which models this pipeline has loaded (None = not loaded yet or disabled); secrets redacted."""
         return {
             "embedder": self._embedder.model_name if self._embedder is not None else None,
             "reranker": getattr(self._reranker, "model_name", None) if self._reranker is not None else None,
-            "answerer": (f"openai-compatible: {self.settings.llm_model} at {self.settings.llm_base_url or 'the default OpenAI endpoint'}"
-                         if self.settings.llm_enabled else "extractive"),
+            "answerer": self.settings.redact(f"openai-compatible: {self.settings.llm_model} at "
+                                             f"{self.settings.llm_base_url or 'the default OpenAI endpoint'}")
+            if self.settings.llm_enabled else "extractive",
         }
 
     def default_filter(self, acl: list[str] | None = None) -> SearchFilter:
+        """A filter holding `acl` labels (the settings' default labels when None)."""
         return SearchFilter(acl=list(acl) if acl is not None else list(self.settings.default_acl))
 
-    # -- operations ----------------------------------------------------------------------------
-    def ingest(self, paths: Iterable[str | os.PathLike[str]], acl: list[str] | None = None, progress: bool = True):
-        """Sync files/folders into the collection (see ingest.sync)."""
-        from ingest.sync import ingest_paths
+    def local_caller(self) -> Caller:
+        """The operator at this machine: admin, holding the settings' default labels."""
+        return Caller.local(self.settings.default_acl)
 
+    def _caller(self, caller: Caller | None, flt: SearchFilter | None = None) -> Caller:
+        """`caller`, or the operator. The operator names the labels it holds through `flt.acl` (the
+        CLI's --acl, an eval's filter), so without a caller a filter's labels are taken as given."""
+        if caller is not None:
+            return caller
+        if flt is not None and flt.acl is not None:
+            return Caller.local(flt.acl)
+        return self.local_caller()
+
+    # -- operations ----------------------------------------------------------------------------
+    def ingest(self, paths: Iterable[str | os.PathLike[str]], acl: list[str] | None = None, progress: bool = True,
+               caller: Caller | None = None, roots: Iterable[str | os.PathLike[str]] | None = None) -> IngestReport:
+        """Sync files/folders into the collection (see ingest.sync); needs Action.INGEST.
+
+        `roots`: when given, every path must resolve (symlinks resolved) inside one of these folders,
+        else AccessDenied naming the path: the UI and the server confine ingest to configured folders.
+        A caller below admin may only give labels it holds, and may not re-index a file already indexed
+        under labels it cannot see (that would relabel someone else's file).
+        Searches and answers keep running while an ingest writes; only one ingest or removal runs at a time.
+        """
+        caller = self._caller(caller)
+        caller.require(Action.INGEST)
         paths = list(paths)
+        for raw in paths:
+            check_path_text(raw)
+        if roots is not None:
+            confine_to_roots(paths, roots)
         for raw in paths:  # fail on a typo before loading any model
             if not Path(raw).expanduser().exists():
                 raise RagError(f"{raw}: no such file or folder")
-        with self._lock:
-            report = ingest_paths(paths, self.settings, self.store, self.embedder, acl=acl, progress=progress)
-            self._retriever = None  # BM25 parameters exist now if the collection was just created
-            return report
+        labels = self._ingest_labels(acl, caller)
+        store = self.store  # load before taking the writer lock
+        embedder = _ReaderFirstEmbedder(self.embedder, self._readers)
+        with self._writer_lock:
+            if caller.role is not Role.ADMIN:
+                self._refuse_hidden_files(paths, caller)
+            report = ingest_paths(paths, self.settings, store, embedder, acl=labels, progress=progress)
+        return report
 
-    def search(self, query: str, k: int | None = None, mode: str | None = None,
-               flt: SearchFilter | None = None) -> SearchResult:
-        """Retrieve chunks for a query; ACL and metadata filters apply inside the store."""
-        mode = mode or self.settings.mode
-        if mode == "rerank" and not self.settings.rerank_enabled:
-            mode = "hybrid"
+    def _ingest_labels(self, acl: list[str] | None, caller: Caller) -> list[str]:
+        """The labels new chunks get: `acl`, else the default labels (for a non-admin caller, those of them it
+        holds, else all its own labels). A non-admin caller may only give labels it holds."""
+        if caller.role is Role.ADMIN:
+            return list(acl) if acl is not None else list(self.settings.default_acl)
+        if acl is None:
+            acl = [label for label in self.settings.default_acl if label in caller.labels] or list(caller.labels)
+        foreign = [label for label in acl if label not in caller.labels]
+        if foreign:
+            raise AccessDenied(f"{caller.name!r} cannot label files {foreign!r}: a caller may only give labels "
+                               "it holds")
+        if not acl:
+            raise AccessDenied(f"{caller.name!r} holds no labels, so nothing it ingested would be visible to it")
+        return list(acl)
+
+    def _refuse_hidden_files(self, paths: list[str | os.PathLike[str]], caller: Caller) -> None:
+        """AccessDenied when an ingest would overwrite a file indexed under labels `caller` cannot see."""
+        hidden = {f["file_path"] for f in stored_files(self.store) if not caller.sees(f["acl"])}
+        if not hidden:
+            return
+        files, _roots = discover_files(paths, self.settings.follow_symlinks)
+        for path in files:
+            if str(path) in hidden or str(Path(path).resolve()) in hidden:
+                raise AccessDenied(f"{path}: already indexed under labels {caller.name!r} does not hold; "
+                                   "ask an admin to re-index it")
+
+    def search(self, query: str, k: int | None = None, mode: Mode | str | None = None,
+               flt: SearchFilter | None = None, caller: Caller | None = None) -> SearchResult:
+        """Retrieve chunks for a query; needs Action.SEARCH.
+
+        The effective filter is `caller.search_filter(flt)`: `flt` can narrow what the caller sees,
+        never widen it. ACL and metadata filters apply inside the store, on every leg.
+        """
+        caller = self._caller(caller, flt)
+        caller.require(Action.SEARCH)
+        chosen = Mode.parse(mode or self.settings.mode, field="mode")
+        if chosen is Mode.RERANK and not self.settings.rerank_enabled:
+            chosen = Mode.HYBRID
         if self.store.info() is None:
-            return SearchResult(query=query, mode=mode, hits=[], timings_ms={})
-        return self.retriever(mode).retrieve(query, k=k or self.settings.top_k, mode=mode,
-                                             flt=flt or self.default_filter())
+            return SearchResult(query=query, mode=chosen, hits=[], timings_ms={})
+        with self._readers.active():
+            return self.retriever(chosen).retrieve(query, k=k or self.settings.top_k, mode=chosen,
+                                                   flt=caller.search_filter(flt))
 
-    def answerer(self):
-        """The configured answerer: the LLM when an endpoint is set, else the extractive one."""
-        if self.settings.llm_enabled:
-            from rag.answering.llm import LLMAnswerer
-
-            return LLMAnswerer(self.settings)
-        from rag.answering.extractive import ExtractiveAnswerer
-
-        return ExtractiveAnswerer(self.settings, embedder=self.embedder)
+    def answerer(self) -> Answerer:
+        """The configured answerer (see `rag.answering.make_answerer`): the LLM when an endpoint is set,
+        else the offline reader or sentence answerer."""
+        return make_answerer(self.settings, self.embedder)
 
     def ask(self, question: str, flt: SearchFilter | None = None,
             on_token: Callable[[str], None] | None = None, history: list[Message] | None = None,
-            mode: str | None = None) -> Answer:
-        """Answer a question from allow-listed evidence with validated citations, or abstain.
+            mode: Mode | str | None = None, caller: Caller | None = None) -> Answer:
+        """Answer a question from allow-listed evidence with validated citations, or abstain; needs Action.ASK.
 
         With a conversation `history`, the follow-up is made standalone before retrieval
         (see `standalone_question`); the answer itself is built from the retrieved evidence only.
+        A question longer than the `max_question_chars` setting is refused with a RagError naming it.
         """
-        from rag.answering.evidence import related_passages, select_evidence
-
+        caller = self._caller(caller, flt)
+        caller.require(Action.ASK)
+        check_question(question, self.settings.max_question_chars)
         started = time.perf_counter()
         query = standalone_question(question, history or [])
-        result = self.search(query, mode=mode, k=max(self.settings.top_k, self.settings.evidence_max_passages),
-                             flt=flt)
-        evidence = select_evidence(result.hits, self.settings, self.embedder.count_tokens)
-        related = related_passages(result.hits)
-        answer = self.answerer().answer(query, evidence, on_token=on_token, related=related)
+        with self._readers.active():
+            result = self.search(query, mode=mode, k=max(self.settings.top_k, self.settings.evidence_max_passages),
+                                 flt=flt, caller=caller)
+            evidence = select_evidence(result.hits, self.settings, self.embedder.count_tokens)
+            related = related_passages(result.hits)
+            answer = self.answerer().answer(query, evidence, on_token=on_token, related=related)
         answer.question = question
         answer.timings_ms = {**result.timings_ms, **answer.timings_ms,
                              "total_with_answer": round((time.perf_counter() - started) * 1000, 2)}
         return answer
 
-    def stats(self) -> dict:
-        """Collection name, model, points, files, chunks per type, ACL labels, on-disk size."""
-        from ingest.sync import stored_files
+    def stats(self, caller: Caller | None = None) -> dict[str, Any]:
+        """Collection name, model, points, files, chunks per type, ACL labels, on-disk size; needs Action.STATS.
 
+        Points, files, chunk counts and labels cover only the files the caller can see.
+        """
+        caller = self._caller(caller)
+        caller.require(Action.STATS)
         info = self.store.info()
-        files = stored_files(self.store)
+        files = self.list_files(caller)
         by_type: dict[str, int] = {}
         labels: set[str] = set()
         for entry in files:
@@ -159,40 +249,166 @@ class Pipeline:
         return {
             "collection": self.settings.collection,
             "backend": "server" if self.settings.qdrant_url else "edge",
-            "location": self.settings.qdrant_url or str(Path(self.settings.qdrant_path).resolve()),
+            "location": self.settings.redact(self.settings.qdrant_url) if self.settings.qdrant_url
+            else str(Path(self.settings.qdrant_path).resolve()),
             "exists": info is not None,
             "embed_model": info.embed_model if info else None,
             "dimension": info.dimension if info else None,
             "bm25": {"k1": info.bm25_k1, "b": info.bm25_b, "avg_doc_len": info.bm25_avg_doc_len,
                      "language": info.bm25_language} if info else None,
             "created_at": info.created_at if info else None,
-            "points": self.store.count() if info else 0,
+            "points": self.store.count(caller.search_filter()) if info else 0,
             "files": len(files),
             "chunks_per_file_type": dict(sorted(by_type.items())),
             "acl_labels": sorted(labels),
             "disk_bytes": self.store.disk_bytes() if info else 0,
         }
 
-    def list_files(self) -> list[dict]:
-        """Indexed files with chunk counts."""
-        from ingest.sync import stored_files
+    def list_files(self, caller: Caller | None = None) -> list[dict[str, Any]]:
+        """Indexed files the caller can see, with chunk counts, file type and labels; needs Action.LIST_FILES."""
+        caller = self._caller(caller)
+        caller.require(Action.LIST_FILES)
+        return [entry for entry in stored_files(self.store) if caller.sees(entry["acl"])]
 
-        return stored_files(self.store)
+    def get_chunk(self, chunk_id: str, caller: Caller | None = None) -> Chunk | None:
+        """One chunk by id, or None when it does not exist or the caller cannot see it; needs Action.READ_SOURCE."""
+        caller = self._caller(caller)
+        caller.require(Action.READ_SOURCE)
+        try:
+            key = str(uuid.UUID(str(chunk_id)))
+        except ValueError:
+            return None  # not an id this product makes: reported like a missing one
+        if self.store.info() is None:
+            return None
+        found = self.store.retrieve([key])
+        if not found or not caller.sees(found[0].acl):
+            return None
+        return found[0]
 
-    def remove_file(self, path: str) -> int:
-        """Remove one file's chunks from the index; returns how many were removed."""
+    def remove_file(self, path: str, caller: Caller | None = None) -> int:
+        """Remove one file's chunks from the index; returns how many were removed; needs Action.REMOVE.
+
+        A file the caller cannot see is reported exactly like a missing one, so removal reveals nothing.
+        """
+        caller = self._caller(caller)
+        caller.require(Action.REMOVE)
+        check_path_text(path)
         resolved = str(Path(path).expanduser().resolve()) if not Path(path).is_absolute() else path
-        with self._lock:
-            removed = self.store.delete_file(resolved)
-            self.store.flush()
+        store = self.store
+        with self._writer_lock:
+            visible = store.info() is not None and store.count(
+                caller.search_filter(SearchFilter(acl=None, file_paths=[resolved]))) > 0
+            removed = store.delete_file(resolved) if visible else 0
+            if removed:
+                store.flush()
         if removed == 0:
             raise RagError(f"{path}: not in collection {self.settings.collection!r}")
         return removed
 
     def close(self) -> None:
-        if self._store is not None:
-            self._store.close()
-            self._store = None
+        """Close the store (models stay cached for the process)."""
+        with self._components_lock:
+            if self._store is not None:
+                self._store.close()
+                self._store = None
+
+
+class _ReaderCount:
+    """How many searches and answers are running; an ingest waits for zero between its batches."""
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._idle = threading.Condition()
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        """Count the calling search or answer as running for the duration of the block."""
+        with self._idle:
+            self._count += 1
+        try:
+            yield
+        finally:
+            with self._idle:
+                self._count -= 1
+                if self._count == 0:
+                    self._idle.notify_all()
+
+    def wait_idle(self, timeout_s: float) -> None:
+        """Block until no reader runs, or `timeout_s` passed (so a stream of questions cannot stall an ingest)."""
+        with self._idle:
+            self._idle.wait_for(lambda: self._count == 0, timeout=timeout_s)
+
+
+class _ReaderFirstEmbedder:
+    """The pipeline's embedder as an ingest sees it: passages are embedded in small sub-batches, and
+    before each one the ingest waits while searches or answers run.
+
+    The embedder serializes its model calls (torch modules and tokenizers are not thread-safe), so one
+    large ingest batch (hundreds of chunks) used to make a question wait tens of seconds for its query
+    embedding. Texts are sorted by length before being cut into sub-batches, as sentence-transformers
+    does inside one call, so padding stays low and throughput stays the same.
+    """
+
+    SUB_BATCH = 8  # about 0.3 s of CPU for 128-token chunks on 2 cores: the longest a question waits
+    MAX_WAIT_S = 2.0  # then an ingest takes its turn even while questions keep coming
+
+    def __init__(self, inner: EmbedderProtocol, readers: _ReaderCount) -> None:
+        self._inner = inner
+        self._readers = readers
+        self.model_name = inner.model_name
+        self.dimension = inner.dimension
+        self.max_tokens = inner.max_tokens
+
+    def count_tokens(self, text: str) -> int:
+        """See EmbedderProtocol."""
+        return self._inner.count_tokens(text)
+
+    def embed_query(self, text: str) -> np.ndarray:
+        """See EmbedderProtocol."""
+        return self._inner.embed_query(text)
+
+    def embed_passages(self, texts: list[str], show_progress: bool = False) -> np.ndarray:
+        """See EmbedderProtocol; same vectors as the inner embedder, computed reader-first."""
+        if not texts:
+            return self._inner.embed_passages([], show_progress)
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        out = np.zeros((len(texts), self.dimension), dtype=np.float32)
+        for start in range(0, len(order), self.SUB_BATCH):
+            part = order[start:start + self.SUB_BATCH]
+            self._readers.wait_idle(self.MAX_WAIT_S)
+            out[part] = self._inner.embed_passages([texts[i] for i in part])
+        return out
+
+
+MAX_PATH_CHARS = 4096
+
+
+def check_path_text(path: str | os.PathLike[str]) -> None:
+    """RagError (one line, no traceback) for a path no file system accepts: a NUL byte, or over 4096 chars."""
+    text = os.fspath(path)
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    shown = text[:80].replace("\x00", "\\0") + ("..." if len(text) > 80 else "")
+    if "\x00" in text:
+        raise RagError(f"{shown!r}: a path cannot contain a NUL byte")
+    if len(text) > MAX_PATH_CHARS:
+        raise RagError(f"{shown!r}: path is {len(text)} characters long; the limit is {MAX_PATH_CHARS}")
+
+
+def confine_to_roots(paths: Iterable[str | os.PathLike[str]], roots: Iterable[str | os.PathLike[str]]) -> None:
+    """AccessDenied naming the first path that does not resolve (symlinks resolved) inside one of `roots`."""
+    resolved_roots = [Path(r).expanduser().resolve() for r in roots]
+    for raw in paths:
+        target = Path(raw).expanduser().resolve()
+        if not any(target == root or root in target.parents for root in resolved_roots):
+            raise AccessDenied(f"{os.fspath(raw)}: outside the folders this server may ingest from")
+
+
+def check_question(question: str, max_chars: int) -> None:
+    """RagError naming the `max_question_chars` setting when a question is longer than it."""
+    if question is not None and len(question) > max_chars:
+        raise RagError(f"question is {len(question)} characters long; the limit is {max_chars} "
+                       "(setting 'max_question_chars')")
 
 
 # Words that mark a question as depending on the conversation ("what about its population?").

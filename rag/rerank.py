@@ -11,14 +11,26 @@ import functools
 import logging
 import os
 import threading
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
+from rag.config import Settings
 from rag.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
 
 # Models that do not declare a usable max length (some report a huge sentinel) fall back to this.
 _DEFAULT_MAX_LENGTH = 512
+
+
+@runtime_checkable
+class RerankerProtocol(Protocol):
+    """What retrieval needs from a reranker; `Reranker` is the cross-encoder one."""
+
+    model_name: str
+
+    def score(self, query: str, texts: list[str]) -> list[float]:
+        """One relevance score per text, in input order (higher = more relevant; raw logits)."""
+        ...
 
 
 class Reranker:
@@ -129,12 +141,12 @@ def _cached_reranker(model_name: str, batch_size: int, device: str) -> Reranker:
     return Reranker(model_name, batch_size=batch_size, device=device)
 
 
-def load_reranker(settings: Any) -> Reranker | None:
+def load_reranker(settings: Settings) -> Reranker | None:
     """The reranker described by Settings (cached per process), or None when rerank_model is 'none'.
 
+    The cross-encoder runs on the embedding device (`embed_device`): there is one device setting.
     Raises ModelLoadError naming the model and the RAG_RERANK_MODEL setting when it cannot load.
     """
     if not settings.rerank_enabled:
         return None
-    device = getattr(settings, "rerank_device", None) or getattr(settings, "embed_device", "cpu")
-    return _cached_reranker(settings.rerank_model.strip(), int(settings.rerank_batch_size), device)
+    return _cached_reranker(settings.rerank_model.strip(), int(settings.rerank_batch_size), settings.embed_device)

@@ -1,10 +1,14 @@
 """Hybrid retrieval: dense + BM25 legs in one store call, reciprocal rank fusion, optional cross-encoder rerank.
 
-Modes:
+Modes (`rag.models.Mode`):
 - `dense`:  the dense leg alone, ordered by cosine similarity.
 - `bm25`:   the BM25 leg alone, ordered by BM25 score (IDF applied inside Qdrant).
-- `hybrid`: both legs fused with our RRF (settings.rrf_k, dense_weight, bm25_weight).
-- `rerank`: the fused top-M (settings.rerank_top_m) re-scored by the cross-encoder.
+- `hybrid`: both legs fused with our RRF (rrf_k, dense_weight, bm25_weight).
+- `rerank`: the fused top-M (rerank_top_m) re-scored by the cross-encoder, or, with
+  `rerank_fusion_weight` set, the cross-encoder's order fused with both legs as a third RRF leg.
+
+Every hit records which kind of score it carries (`Hit.score_kind`), so the evidence gate never has to
+guess it from the numbers.
 
 Access control and metadata filters are a `SearchFilter` handed to the store, which applies it inside
 Qdrant to both legs before ranking; nothing here filters after the fact, so the reranker and the
@@ -15,20 +19,64 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
+from rag.config import Settings
+from rag.embedding import EmbedderProtocol
 from rag.errors import ConfigError, EmptyQueryError, RagError
 from rag.fusion import reciprocal_rank_fusion
 from rag.lexical import BM25Encoder, SparseVector, term_id
-from rag.models import Hit, SearchFilter, SearchResult
+from rag.models import Hit, Mode, ScoreKind, SearchFilter, SearchResult
+from rag.rerank import RerankerProtocol
+from rag.store import ScoredChunk, Store
 
 log = logging.getLogger(__name__)
 
-MODES = ("dense", "bm25", "hybrid", "rerank")
+MODES = tuple(Mode.values())  # kept for callers that list the names; validation is Mode.parse
 # Distinct BM25 terms a query may carry: a pasted page of text stays a bounded sparse query.
 MAX_QUERY_TERMS = 256
 DENSE_LEG = "dense"
 BM25_LEG = "bm25"
+RERANK_LEG = "rerank"
+
+
+@dataclass(frozen=True)
+class RetrievalConfig:
+    """The retrieval settings, typed and explicit (built from Settings with `from_settings`)."""
+
+    mode: Mode = Mode.RERANK
+    top_k: int = 10
+    leg_limit: int = 100
+    rrf_k: int = 60
+    dense_weight: float = 1.0
+    bm25_weight: float = 1.0
+    rerank_top_m: int = 30
+    rerank_fusion_weight: float | None = None
+    default_acl: tuple[str, ...] = ("public",)
+    # BM25 parameters used only before a collection exists (afterwards the collection's own apply).
+    bm25_k1: float = 1.2
+    bm25_b: float = 0.75
+    bm25_language: str = "english"
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "RetrievalConfig":
+        """The retrieval part of Settings (the mode validated, naming the setting on error)."""
+        return cls(
+            mode=Mode.parse(settings.mode, field="setting 'mode'"),
+            top_k=int(settings.top_k),
+            leg_limit=int(settings.leg_limit),
+            rrf_k=int(settings.rrf_k),
+            dense_weight=float(settings.dense_weight),
+            bm25_weight=float(settings.bm25_weight),
+            rerank_top_m=int(settings.rerank_top_m),
+            rerank_fusion_weight=(None if settings.rerank_fusion_weight is None
+                                  else float(settings.rerank_fusion_weight)),
+            default_acl=tuple(settings.default_acl),
+            bm25_k1=float(settings.bm25_k1),
+            bm25_b=float(settings.bm25_b),
+            bm25_language=str(settings.bm25_language),
+        )
 
 
 def bm25_encoder_for(info: Any) -> BM25Encoder:
@@ -60,14 +108,15 @@ class HybridRetriever:
     `bm25_encoder` may be None: it is then built from the collection's CollectionInfo (the normal
     case). An encoder whose parameters disagree with the collection is replaced, with a warning.
     `reranker` may be None when the `rerank` mode is not used; it can be attached later by setting
-    the `reranker` attribute.
+    the `reranker` attribute. `config` is a RetrievalConfig, or a Settings it is built from.
     """
 
-    def __init__(self, store: Any, embedder: Any, bm25_encoder: BM25Encoder | None, reranker: Any, settings: Any) -> None:
+    def __init__(self, store: Store, embedder: EmbedderProtocol, bm25_encoder: BM25Encoder | None,
+                 reranker: RerankerProtocol | None, config: RetrievalConfig | Settings) -> None:
         self.store = store
         self.embedder = embedder
         self.reranker = reranker
-        self.settings = settings
+        self.config = config if isinstance(config, RetrievalConfig) else RetrievalConfig.from_settings(config)
         self._given_bm25 = bm25_encoder
         self._bm25: BM25Encoder | None = bm25_encoder
         self._seen_info: Any = None
@@ -98,8 +147,8 @@ class HybridRetriever:
     def bm25_encoder(self) -> BM25Encoder:
         """The encoder queries are tokenized with (the collection's parameters once it exists)."""
         if self._bm25 is None:
-            s = self.settings
-            self._bm25 = BM25Encoder(k1=s.bm25_k1, b=s.bm25_b, language=s.bm25_language)
+            c = self.config
+            self._bm25 = BM25Encoder(k1=c.bm25_k1, b=c.bm25_b, language=c.bm25_language)
         return self._bm25
 
     # -- query encoding --------------------------------------------------------------------------
@@ -118,18 +167,17 @@ class HybridRetriever:
         return SparseVector(indices=indices, values=[weights[i] for i in indices])
 
     # -- retrieval -------------------------------------------------------------------------------
-    def retrieve(self, query: str, k: int = 10, mode: str = "hybrid", flt: SearchFilter | None = None) -> SearchResult:
-        """Top-k chunks for `query` in `mode`, visible under `flt` (default: the settings' default ACL).
+    def retrieve(self, query: str, k: int = 10, mode: Mode | str = Mode.HYBRID,
+                 flt: SearchFilter | None = None) -> SearchResult:
+        """Top-k chunks for `query` in `mode`, visible under `flt` (default: the config's default ACL).
 
         Raises EmptyQueryError for an empty/whitespace query, ConfigError for an unknown mode or a
         `rerank` request without a reranker, ModelMismatchError when the collection was built with
         another embedding model.
         """
         t_start = time.perf_counter()
-        mode = mode or self.settings.mode
-        if mode not in MODES:
-            raise ConfigError(f"search mode {mode!r} is unknown; use one of {', '.join(MODES)}")
-        if mode == "rerank" and self.reranker is None:
+        mode = Mode.parse(mode or self.config.mode, field="search mode")
+        if mode is Mode.RERANK and self.reranker is None:
             raise ConfigError("search mode 'rerank' needs a cross-encoder, but reranking is off; "
                               "set RAG_RERANK_MODEL to a cross-encoder (name or local path) or use mode 'hybrid'")
         if not isinstance(k, int) or k <= 0:
@@ -138,7 +186,7 @@ class HybridRetriever:
             raise EmptyQueryError("the query is empty; type a question or some keywords to search for")
         query = str(query).strip()
         if flt is None:
-            flt = SearchFilter(acl=list(self.settings.default_acl))
+            flt = SearchFilter(acl=list(self.config.default_acl))
         timings = {"embed": 0.0, "search": 0.0, "fuse": 0.0, "rerank": 0.0, "total": 0.0}
 
         info = self._sync_with_collection()
@@ -151,9 +199,9 @@ class HybridRetriever:
         t0 = time.perf_counter()
         dense_vec = None
         sparse_vec = None
-        if mode != "bm25":
+        if mode is not Mode.BM25:
             dense_vec = [float(x) for x in self.embedder.embed_query(query)]
-        if mode != "dense":
+        if mode is not Mode.DENSE:
             sparse_vec = self.encode_bm25_query(query)
             if not sparse_vec.indices:
                 log.info("query %r has no BM25 terms (stop words or symbols only); the BM25 leg is empty", query[:80])
@@ -161,10 +209,11 @@ class HybridRetriever:
         timings["embed"] = _ms(t0)
 
         # 2. Both legs in one store call, same filter on both (applied inside Qdrant).
-        rerank_m = max(int(self.settings.rerank_top_m), k) if mode == "rerank" else 0
+        rerank_m = max(self.config.rerank_top_m, k) if mode is Mode.RERANK else 0
         # Fused modes take leg_limit from each leg (the union is usually deeper than k or M); a
         # single-leg mode goes at least k deep so asking for more results than leg_limit works.
-        limit = int(self.settings.leg_limit) if mode in ("hybrid", "rerank") else max(int(self.settings.leg_limit), k)
+        fused_mode = mode in (Mode.HYBRID, Mode.RERANK)
+        limit = self.config.leg_limit if fused_mode else max(self.config.leg_limit, k)
         t0 = time.perf_counter()
         if dense_vec is None and sparse_vec is None:
             dense_hits, bm25_hits = [], []
@@ -173,32 +222,36 @@ class HybridRetriever:
         timings["search"] = _ms(t0)
 
         # 3. Order: one leg, or fused legs, then optionally reranked.
-        if mode == "dense":
-            hits = [Hit(chunk=sc.chunk, score=sc.score, dense_rank=i, dense_score=sc.score)
+        if mode is Mode.DENSE:
+            hits = [Hit(chunk=sc.chunk, score=sc.score, dense_rank=i, dense_score=sc.score,
+                        score_kind=ScoreKind.DENSE)
                     for i, sc in enumerate(dense_hits[:k], start=1)]
-        elif mode == "bm25":
-            hits = [Hit(chunk=sc.chunk, score=sc.score, bm25_rank=i, bm25_score=sc.score)
+        elif mode is Mode.BM25:
+            hits = [Hit(chunk=sc.chunk, score=sc.score, bm25_rank=i, bm25_score=sc.score,
+                        score_kind=ScoreKind.BM25)
                     for i, sc in enumerate(bm25_hits[:k], start=1)]
         else:
             t0 = time.perf_counter()
             hits = self._fuse(dense_hits, bm25_hits)
             timings["fuse"] = _ms(t0)
-            if mode == "rerank":
+            if mode is Mode.RERANK:
                 t0 = time.perf_counter()
-                hits = self._rerank(query, hits[:rerank_m])
+                hits = self._rerank(query, hits[:rerank_m], dense_hits, bm25_hits)
                 timings["rerank"] = _ms(t0)
             hits = hits[:k]
         timings["total"] = _ms(t_start)
         return SearchResult(query=query, mode=mode, hits=hits, timings_ms=timings)
 
-    def _fuse(self, dense_hits: list[Any], bm25_hits: list[Any]) -> list[Hit]:
+    def _leg_rankings(self, dense_hits: list[ScoredChunk], bm25_hits: list[ScoredChunk]) -> dict[str, list[str]]:
+        return {DENSE_LEG: [sc.chunk.id for sc in dense_hits], BM25_LEG: [sc.chunk.id for sc in bm25_hits]}
+
+    def _leg_weights(self) -> dict[str, float]:
+        return {DENSE_LEG: self.config.dense_weight, BM25_LEG: self.config.bm25_weight}
+
+    def _fuse(self, dense_hits: list[ScoredChunk], bm25_hits: list[ScoredChunk]) -> list[Hit]:
         """All chunks of both legs, ordered by RRF, each with its per-leg ranks and scores."""
-        s = self.settings
-        fused = reciprocal_rank_fusion(
-            {DENSE_LEG: [sc.chunk.id for sc in dense_hits], BM25_LEG: [sc.chunk.id for sc in bm25_hits]},
-            k=s.rrf_k,
-            weights={DENSE_LEG: float(s.dense_weight), BM25_LEG: float(s.bm25_weight)},
-        )
+        fused = reciprocal_rank_fusion(self._leg_rankings(dense_hits, bm25_hits), k=self.config.rrf_k,
+                                       weights=self._leg_weights())
         chunks = {sc.chunk.id: sc.chunk for sc in bm25_hits}
         chunks.update({sc.chunk.id: sc.chunk for sc in dense_hits})
         dense_scores = {sc.chunk.id: sc.score for sc in dense_hits}
@@ -214,14 +267,17 @@ class HybridRetriever:
                 bm25_score=bm25_scores.get(item.id),
                 fused_rank=rank,
                 fused_score=item.score,
+                score_kind=ScoreKind.RRF,
             ))
         return hits
 
-    def _rerank(self, query: str, candidates: list[Hit]) -> list[Hit]:
+    def _rerank(self, query: str, candidates: list[Hit], dense_hits: list[ScoredChunk],
+                bm25_hits: list[ScoredChunk]) -> list[Hit]:
         """Candidates re-scored by the cross-encoder, best first; equal scores keep fused order.
 
-        With `rerank_fusion_weight` set, the score is instead the candidates' dense+BM25 RRF score plus
-        weight / (rrf_k + rank by the cross-encoder): the reranker becomes a third fusion leg.
+        With `rerank_fusion_weight` set, the cross-encoder's order of the candidates instead joins the
+        dense and BM25 legs as a third `reciprocal_rank_fusion` leg with that weight: a candidate's score
+        is its dense+BM25 RRF score plus weight / (rrf_k + rank by the cross-encoder).
         """
         if not candidates:
             return []
@@ -232,12 +288,19 @@ class HybridRetriever:
         for hit, score in zip(candidates, scores):
             hit.rerank_score = float(score)
             hit.score = float(score)
+            hit.score_kind = ScoreKind.RERANK
         ordered = sorted(candidates, key=lambda h: (-h.score, h.fused_rank))
-        weight = self.settings.rerank_fusion_weight
+        weight = self.config.rerank_fusion_weight
         if weight is None:
             return ordered
-        for rank, hit in enumerate(ordered, start=1):
-            hit.score = float(hit.fused_score or 0.0) + float(weight) / (self.settings.rrf_k + rank)
+        rankings = {**self._leg_rankings(dense_hits, bm25_hits), RERANK_LEG: [h.chunk.id for h in ordered]}
+        fused = reciprocal_rank_fusion(rankings, k=self.config.rrf_k,
+                                       weights={**self._leg_weights(), RERANK_LEG: float(weight)})
+        score_of = {item.id: item.score for item in fused}
+        for hit in ordered:
+            hit.score = score_of[hit.chunk.id]
+            hit.score_kind = ScoreKind.RRF
+        # Equal scores keep the fused (dense+BM25) order, as in rerank-alone mode.
         return sorted(ordered, key=lambda h: (-h.score, h.fused_rank))
 
 

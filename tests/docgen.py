@@ -83,3 +83,46 @@ def make_bad_files(folder: Path, good_pdf: Path) -> dict[str, Path]:
     files["unsupported"] = folder / "photo.xyz"
     files["unsupported"].write_bytes(b"whatever")
     return files
+
+
+def rewrite_zip(src: Path, out: Path, replace: dict[str, bytes]) -> Path:
+    """A copy of the zip container `src` with some members' contents replaced (same names, deflated)."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zout:
+        for item in zin.infolist():
+            data = replace.get(item.filename, zin.read(item.filename))
+            item.compress_type = zipfile.ZIP_DEFLATED
+            zout.writestr(item, data)
+    return out
+
+
+def patch_zip_sizes(path: Path, member: str, *, file_size: int | None = None, compress_size: int | None = None,
+                    headers: tuple[str, ...] = ("local", "central")) -> Path:
+    """Make a zip's headers lie: overwrite the declared sizes of `member` in its local and/or central
+    directory header, leaving the compressed data (and the CRC) as they are."""
+    import struct
+
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as zf:
+        local = zf.getinfo(member).header_offset
+    if "local" in headers:
+        assert data[local:local + 4] == b"PK\x03\x04"
+        if compress_size is not None:
+            struct.pack_into("<I", data, local + 18, compress_size)
+        if file_size is not None:
+            struct.pack_into("<I", data, local + 22, file_size)
+    if "central" in headers:
+        name = member.encode()
+        at = data.find(b"PK\x01\x02")
+        while at != -1:
+            name_len = struct.unpack_from("<H", data, at + 28)[0]
+            if bytes(data[at + 46:at + 46 + name_len]) == name:
+                if compress_size is not None:
+                    struct.pack_into("<I", data, at + 20, compress_size)
+                if file_size is not None:
+                    struct.pack_into("<I", data, at + 24, file_size)
+                break
+            at = data.find(b"PK\x01\x02", at + 46)
+        else:
+            raise AssertionError(f"{member} not in the central directory")
+    path.write_bytes(bytes(data))
+    return path

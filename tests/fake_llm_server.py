@@ -1,8 +1,8 @@
 """A real OpenAI-compatible HTTP server on 127.0.0.1 for tests, replaying scripted behaviours.
 
-Usage (pytest):
+Usage (pytest; tests/conftest.py registers this module, so the `fake_llm` fixture needs no import):
 
-    from tests.fake_llm_server import fake_llm, Reply, Status   # noqa: F401  (fake_llm is a fixture)
+    from tests.fake_llm_server import Reply, Status
 
     def test_x(fake_llm):
         fake_llm.script(Status(500), Reply("Paris is the capital [1]."))

@@ -108,3 +108,51 @@ def test_holder_killed_with_sigkill_leaves_a_usable_store(filled, tmp_path, embe
     again = ingest_paths([docs], settings, store, embedder, progress=False)
     assert again.skipped == 1 and again.indexed == 0
     store.close()
+
+
+def test_question_during_an_ingest_answers_within_twice_its_idle_time(tmp_path, settings, embedder, evaldata):
+    """Issue 14 #11: an ingest held the pipeline lock (and the embedder, for whole 512-chunk batches) for
+    its whole run, so a chat sent during a 97 s ingest answered after 95 s. Now readers never wait for
+    the writer, and the ingest yields the embedder between small batches while a question runs."""
+    import statistics
+    import threading
+    import time
+
+    from rag.pipeline import Pipeline
+
+    settings = settings.replace(collection="busy", rerank_model="none", mode="hybrid")
+    docs, incoming = tmp_path / "docs", tmp_path / "incoming"
+    docs.mkdir()
+    incoming.mkdir()
+    shutil.copy(evaldata / "docs-mixed" / "files" / "fake-memo.pdf", docs)
+    for name in ("norwich-city.txt", "book-war-and-peace-1p.txt"):  # a real folder: ~150 chunks
+        shutil.copy(evaldata / "docs-mixed" / "files" / name, incoming)
+    pipeline = Pipeline(settings, embedder=embedder)
+    try:
+        assert pipeline.ingest([docs], progress=False).indexed == 1
+        question = "How many laptops were delivered?"
+
+        def timed_ask() -> float:
+            started = time.perf_counter()
+            answer = pipeline.ask(question)
+            assert answer.evidence and "fake-memo.pdf" in {e.chunk.file_name for e in answer.evidence}
+            return time.perf_counter() - started
+
+        timed_ask()  # warm up (tokenizer caches, store pages)
+        idle = statistics.median(timed_ask() for _ in range(3))
+
+        report: dict = {}
+        ingest = threading.Thread(target=lambda: report.update(r=pipeline.ingest([incoming], progress=False)))
+        ingest.start()
+        time.sleep(1.5)  # past discovery and parsing of the two text files: embedding their chunks
+        busy: list[float] = []
+        while ingest.is_alive() and len(busy) < 3:
+            took = timed_ask()
+            if ingest.is_alive():  # only questions answered entirely during the ingest count
+                busy.append(took)
+        ingest.join(timeout=600)
+        assert report["r"].indexed == 2
+        assert busy, "the ingest finished before a question could be timed during it"
+        assert statistics.median(busy) <= 2 * idle, (busy, idle)
+    finally:
+        pipeline.close()

@@ -64,3 +64,37 @@ def test_llm_provider_defaults_to_extractive_without_endpoint(monkeypatch):
     assert not Settings().llm_enabled
     assert Settings(llm_base_url="http://127.0.0.1:9/v1").llm_enabled
     assert not Settings(llm_base_url="http://127.0.0.1:9/v1", llm_provider="extractive").llm_enabled
+
+
+def test_max_question_chars_setting(monkeypatch):
+    assert Settings().max_question_chars == 2000
+    monkeypatch.setenv("RAG_MAX_QUESTION_CHARS", "500")
+    assert load_settings(None).max_question_chars == 500
+    monkeypatch.setenv("RAG_MAX_QUESTION_CHARS", "0")
+    with pytest.raises(ConfigError, match="max_question_chars"):
+        load_settings(None)
+
+
+def test_one_redaction_function_masks_every_secret_shape_and_keeps_prose():
+    from rag.config import redact
+    from rag.secrets import register_secrets, url_secrets
+
+    url = "http://alice:pa55word-xyz@llm.internal:8000/v1"
+    assert redact(f"endpoint {url} failed") == "endpoint http://***@llm.internal:8000/v1 failed"
+    assert redact("401: Authorization: Basic YWxpY2U6cGE1NXdvcmQteHl6") == "401: Authorization: Basic ***"
+    assert redact("Incorrect API key provided: sk-proj-abcdefgh12345678") == "Incorrect API key provided: ***"
+    assert redact("GET /v1?api_key=abc123&x=1") == "GET /v1?api_key=***&x=1"
+    # the secrets a URL carries, including the Base64 form a server may echo without "Basic"
+    assert redact("echo: YWxpY2U6cGE1NXdvcmQteHl6 / pa55word-xyz", url_secrets(url)) == "echo: *** / ***"
+    register_secrets(["registered-secret-42"])
+    assert redact("log line with registered-secret-42 inside") == "log line with *** inside"
+    prose = "Basic information about the user and tokens: the Bearer of the letter."
+    assert redact(prose) == prose
+
+
+def test_secrets_are_redacted_in_every_log_record(caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO):
+        logging.getLogger("httpx").info("HTTP Request: POST %s", "http://alice:pa55word-xyz@host/v1/chat")
+    assert "pa55word" not in caplog.text and "http://***@host/v1/chat" in caplog.text

@@ -11,6 +11,8 @@ from evals.datasets import (
     DatasetError,
     dataset_hash,
     detect_dataset_kind,
+    evaldata_dir,
+    iter_jsonl,
     load_beir,
     load_doc_qa,
 )
@@ -59,7 +61,7 @@ def test_beir_malformed_rows_name_file_and_line(beir_dir: Path):
     with pytest.raises(DatasetError, match=r"test\.tsv:2: score 'high'"):
         load_beir(beir_dir)
     (beir_dir / "corpus.jsonl").write_text('{"_id": "d1", "text": "x"}\n{not json\n', encoding="utf-8")
-    with pytest.raises(RagError, match=r"corpus\.jsonl:2: invalid JSON"):
+    with pytest.raises(DatasetError, match=r"corpus\.jsonl:2: invalid JSON"):
         load_beir(beir_dir)
     (beir_dir / "corpus.jsonl").write_text('{"text": "x"}\n', encoding="utf-8")
     with pytest.raises(DatasetError, match=r"corpus\.jsonl:1: missing field '_id'"):
@@ -150,3 +152,21 @@ def test_real_evaldata_counts(evaldata: Path):
     mixed = load_doc_qa(evaldata / "docs-mixed")
     assert mixed.layout == "docs-mixed" and len(mixed.questions) == 9
     assert all((mixed.docs_dir / q.doc).is_file() for q in mixed.questions)
+
+
+def test_iter_jsonl_names_bad_lines_or_skips_them_for_append_only_logs(tmp_path: Path):
+    path = tmp_path / "rows.jsonl"
+    path.write_text('{"id": 1}\n\n[2]\n{"id": 3}\n{"id": "torn', encoding="utf-8")
+    assert list(iter_jsonl(path, skip_invalid=True)) == [(1, {"id": 1}), (4, {"id": 3})]
+    with pytest.raises(DatasetError, match=r"rows\.jsonl:3: expected a JSON object, got list"):
+        list(iter_jsonl(path))
+    with pytest.raises(DatasetError, match="missing"):
+        list(iter_jsonl(tmp_path / "absent.jsonl"))
+    assert issubclass(DatasetError, RagError)  # the CLI reports it as bad input (exit 2)
+
+
+def test_evaldata_dir_honours_the_environment(monkeypatch, tmp_path: Path):
+    monkeypatch.setenv("RAG_EVALDATA", str(tmp_path))
+    assert evaldata_dir() == tmp_path.resolve()
+    monkeypatch.delenv("RAG_EVALDATA")
+    assert evaldata_dir() == (Path(__file__).resolve().parent.parent.parent / "shared" / "evaldata").resolve()

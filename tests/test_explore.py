@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from rag import explore
+from rag.errors import ConfigError
 from tests.tune_corpus import TOPICS, build_store
 
 
@@ -65,3 +66,25 @@ def test_tsne_and_tiny_inputs():
     xy, _ = explore.project(vecs[:2], "pca")
     assert xy.shape == (2, 2)
     assert explore.nearest_neighbours(vecs[:1]) == [[]]
+
+
+def test_cli_adapter_uses_the_pipeline_it_is_given(settings, embedder, tmp_path, capsys):
+    from rag.cli import build_parser
+    from rag.pipeline import Pipeline
+
+    store = build_store(settings, embedder)
+    opened = []
+
+    def open_pipeline(s):
+        opened.append(Pipeline(s, store=store, embedder=embedder))
+        return opened[-1]
+
+    out = tmp_path / "map.html"
+    args = build_parser().parse_args(["explore", "--out", str(out), "--clusters", "3", "--json"])
+    assert explore.main(args, settings, open_pipeline=open_pipeline) == 0
+    summary = json.loads(capsys.readouterr().out)  # one JSON object on stdout
+    assert len(opened) == 1 and summary["out"] == str(out.resolve()) and summary["points"] == 30
+    assert len(summary["clusters"]) == 3 and summary["query"] is None and summary["retrieved"] == 0
+    args = build_parser().parse_args(["explore", "--out", str(tmp_path / "map.svg")])
+    with pytest.raises(ConfigError, match="use a .png or .html"):
+        explore.main(args, settings, open_pipeline=open_pipeline)

@@ -88,3 +88,21 @@ def test_squad_sample_answers_and_abstains_for_a_measured_share(evaldata):
     assert row["answered_at_gold"] >= 0.55
     assert row["abstain_at_unanswerable"] >= 0.25
     assert row["abstain_off_topic"] >= 0.8
+
+
+def test_one_factory_picks_the_answerer_and_the_offline_path_never_imports_openai():
+    import subprocess
+    import sys
+
+    from rag.answering import ExtractiveAnswerer, LLMAnswerer, make_answerer
+    from rag.config import Settings
+    from rag.models import Answerer
+
+    offline = make_answerer(Settings(llm_provider="extractive", reader_model="none"))
+    assert isinstance(offline, ExtractiveAnswerer) and isinstance(offline, Answerer)
+    online = make_answerer(Settings(llm_provider="openai", llm_base_url="http://127.0.0.1:9/v1", llm_api_key="k"))
+    assert isinstance(online, LLMAnswerer) and isinstance(online, Answerer)
+    code = ("import sys; import rag.answering, rag.answering.extractive, rag.pipeline; "
+            "print('openai' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "False", out.stderr[-2000:]

@@ -155,10 +155,15 @@ def test_fuzz_search_never_raises_except_empty_query(tiny_pipeline, query, mode)
                                                                   HealthCheck.function_scoped_fixture])
 @given(QUERY)
 def test_fuzz_ask_never_raises_except_empty_query(tiny_pipeline, question):
-    from rag.errors import EmptyQueryError
+    from rag.errors import EmptyQueryError, RagError
 
     if not question.strip():
         with pytest.raises(EmptyQueryError):
+            tiny_pipeline.ask(question)
+        return
+    if len(question) > tiny_pipeline.settings.max_question_chars:
+        # guards the question length cap (issue 14 #13): refused up front, naming the setting
+        with pytest.raises(RagError, match="max_question_chars"):
             tiny_pipeline.ask(question)
         return
     answer = tiny_pipeline.ask(question)

@@ -95,7 +95,8 @@ def test_fuzz_any_unicode_text(text, language):
 
 @pytest.fixture(scope="module")
 def cranfield_bm25(evaldata, tmp_path_factory):
-    from rag.store import CollectionInfo, EdgeStore, StoredPoint
+    from rag.store import CollectionInfo, EdgeStore
+    from rag.store.catalog import write_chunks
 
     folder = evaldata / "beir-cranfield"
     with open(folder / "corpus.jsonl", encoding="utf-8") as fh:
@@ -108,13 +109,11 @@ def cranfield_bm25(evaldata, tmp_path_factory):
     enc = BM25Encoder(avg_doc_len=avg)
     ids = [str(uuid.uuid5(uuid.NAMESPACE_URL, "cran/" + d["_id"])) for d in docs]
     store = EdgeStore(tmp_path_factory.mktemp("bm25") / "qdrant", "cran")
-    store.create(CollectionInfo(name="cran", embed_model="none", dimension=2, bm25_avg_doc_len=avg))
-    points = []
-    for pid, d, text in zip(ids, docs, texts):
-        chunk = Chunk(id=pid, text=text, file_path=f"/cran/{d['_id']}.txt", file_hash="h", file_type="txt",
-                      chunk_index=0, chunk_count=1, char_start=0, char_end=len(text))
-        points.append(StoredPoint.from_chunk(chunk, [1.0, 0.0], enc.encode_document(text)))
-    store.upsert(points)
+    chunks = [Chunk(id=pid, text=text, file_path=f"/cran/{d['_id']}.txt", file_hash="h", file_type="txt",
+                    chunk_index=0, chunk_count=1, char_start=0, char_end=len(text))
+              for pid, d, text in zip(ids, docs, texts)]
+    write_chunks(store, chunks, [[1.0, 0.0]] * len(chunks), enc,
+                 info=CollectionInfo(name="cran", embed_model="none", dimension=2, bm25_avg_doc_len=avg))
     yield store, enc, ids, tokens, queries
     store.close()
 

@@ -12,6 +12,7 @@ import pytest
 
 from ingest.chunking import extracted_text
 from ingest.loaders import FileParseError, NeedsOCRError, ParsedDocument, configure_offline, parse_file, supported
+from ingest.loaders import ocr
 from rag.errors import ParseError
 from tests.docgen import docs_mixed_files, make_bad_files, make_pdf, parse_cached
 
@@ -120,14 +121,14 @@ def test_tables_keep_rows(evaldata):
     assert "Unnamed" not in table.text
 
 
-def test_image_only_pdf_needs_ocr(evaldata):
+def test_image_only_pdf_needs_ocr_when_ocr_is_off(evaldata):
     path = evaldata / "docs-mixed/files/loremipsum-flat.pdf"
     with pytest.raises(NeedsOCRError) as info:
-        parse_file(path, _settings())
+        parse_file(path, _settings(ocr="off"))
     err = info.value
     assert isinstance(err, ParseError) and err.needs_ocr
-    assert "no text layer (scanned/image-only PDF); needs OCR, which is not enabled" in str(err)
-    assert str(path) in str(err)
+    assert str(err) == (f"{path}: no text layer (scanned/image-only PDF); needs OCR, and OCR is off "
+                        "(RAG_OCR=off; set it to auto to read scanned pages)")
 
 
 def test_encrypted_pdf_with_empty_password_parses_and_real_password_is_reported(evaldata, tmp_path):
@@ -169,7 +170,9 @@ def test_supported_extensions():
     for name in ["a.pdf", "b.HTML", "c.htm", "d.docx", "e.pptx", "f.xlsx", "g.csv", "h.tsv", "i.md", "j.txt",
                  "k.eml", "l.epub", "m.odt", "n.rtf"]:
         assert supported(Path(name)), name
-    for name in ["a.exe", "b.png", "c", "d.doc.bak", "e.zip"]:
+    for name in ["o.png", "p.JPG", "q.jpeg", "r.tif", "s.tiff"]:  # read by OCR
+        assert supported(Path(name)), name
+    for name in ["a.exe", "b.gif", "c", "d.doc.bak", "e.zip"]:
         assert not supported(Path(name)), name
 
 
@@ -262,3 +265,114 @@ def test_parsing_makes_no_network_calls(evaldata, tmp_path):
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["attempts"] == []
     assert all(n > 0 for n in result["elements"].values()) and len(result["elements"]) == len(names)
+
+
+# ------------------------------------------------------------------ OCR (issue 16): real Tesseract, offline
+
+needs_tesseract = pytest.mark.skipif(
+    ocr.tesseract_version() is None,
+    reason="Tesseract is not installed: apt-get install tesseract-ocr tesseract-ocr-eng (scripts/setup.sh --test)")
+
+
+def _text_page_image(lines: list[str], size: tuple[int, int] = (1700, 900)):  # type: ignore[no-untyped-def]
+    """A white page with black text lines, drawn with PIL (a scan without the scanner)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    image = Image.new("L", size, 255)
+    draw = ImageDraw.Draw(image)
+    try:
+        font = ImageFont.truetype("DejaVuSans.ttf", 44)
+    except OSError:
+        font = ImageFont.load_default(size=44)
+    for i, line in enumerate(lines):
+        draw.text((80, 80 + i * 90), line, fill=0, font=font)
+    return image
+
+
+@needs_tesseract
+def test_scanned_pdf_is_read_by_ocr_with_page_provenance(evaldata):
+    path = evaldata / "docs-mixed/files/loremipsum-flat.pdf"
+    doc = parse_file(path, _settings())  # ocr="auto" is the default
+    text = extracted_text(doc)
+    assert "Lorem ipsum dolor sit amet" in text and "consectetur adipiscing elit" in text
+    assert doc.parser == "unstructured:pdf-fast+tesseract" and doc.ocr_pages == [1] and not doc.needs_ocr
+    assert doc.page_count == 1 and {e.page_number for e in doc.elements} == {1}
+
+
+@needs_tesseract
+def test_pdf_with_a_text_layer_is_not_ocrd_unless_always(evaldata):
+    path = evaldata / "docs-mixed/files/pdf-with-ocr-text.pdf"
+    auto = parse_cached(str(path))
+    assert auto.parser == "unstructured:pdf-fast" and auto.ocr_pages == []
+    assert "Foundation" in extracted_text(auto)
+    always = parse_file(path, _settings(ocr="always"))
+    assert always.parser == "tesseract" and always.ocr_pages == [1]
+    assert "Foundation" in extracted_text(always) and {e.page_number for e in always.elements} == {1}
+
+
+@needs_tesseract
+def test_png_of_a_text_page_is_read(tmp_path):
+    path = tmp_path / "scan.png"
+    _text_page_image(["The harbour master counts", "seventeen ships at dawn."]).save(path)
+    doc = parse_file(path, _settings())
+    text = extracted_text(doc)
+    assert "harbour master counts" in text and "seventeen ships at dawn" in text
+    assert doc.file_type == "png" and doc.parser == "tesseract:png"
+    assert doc.page_count == 1 and doc.ocr_pages == [1] and {e.page_number for e in doc.elements} == {1}
+
+
+@needs_tesseract
+def test_every_tiff_frame_is_a_page(tmp_path):
+    path = tmp_path / "two-pages.tiff"
+    first = _text_page_image(["Page one lists the lighthouse."], (1500, 260))
+    second = _text_page_image(["Page two lists the ferry."], (1500, 260))
+    first.save(path, save_all=True, append_images=[second])
+    doc = parse_file(path, _settings())
+    pages = {e.page_number: e.text for e in doc.elements}
+    assert doc.page_count == 2 and "lighthouse" in pages[1] and "ferry" in pages[2]
+
+
+@needs_tesseract
+def test_huge_image_canvas_is_refused_before_ocr(tmp_path):
+    from PIL import Image
+
+    path = tmp_path / "poster.png"
+    Image.new("1", (8000, 6000), 1).save(path)  # 48 megapixels in a few KB
+    assert path.stat().st_size < 100_000
+    with pytest.raises(FileParseError, match=r"poster\.png: image frame 1 is 8000x6000 pixels, over the "
+                                              r"40-megapixel limit for OCR; scale it down"):
+        parse_file(path, _settings())
+
+
+def test_images_need_ocr_when_it_is_off_or_missing(tmp_path, monkeypatch):
+    path = tmp_path / "scan.png"
+    _text_page_image(["Anything"], (400, 200)).save(path)
+    with pytest.raises(NeedsOCRError, match=r"scan\.png: an image: its text needs OCR, and OCR is off \(RAG_OCR=off"):
+        parse_file(path, _settings(ocr="off"))
+    # No tesseract on PATH: the same clear failure, naming what to install.
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    ocr.tesseract_version.cache_clear()
+    try:
+        with pytest.raises(NeedsOCRError, match=r"Tesseract is not installed; install Tesseract \(apt-get install "
+                                                 r"tesseract-ocr tesseract-ocr-eng"):
+            parse_file(path, _settings())
+    finally:
+        monkeypatch.undo()
+        ocr.tesseract_version.cache_clear()
+
+
+def test_image_content_must_match_the_extension(tmp_path):
+    path = tmp_path / "photo.png"
+    path.write_bytes(b"%PDF-1.4 not an image")
+    with pytest.raises(FileParseError, match=r"photo\.png: not a PNG image \(looks like a PDF\)"):
+        parse_file(path, _settings())
+
+
+def test_ocr_setting_is_validated():
+    from rag.config import validate
+    from rag.errors import ConfigError
+
+    for mode in ("auto", "off", "always"):
+        validate(_settings(ocr=mode))
+    with pytest.raises(ConfigError, match=r"setting 'ocr' is 'sometimes'; use auto, off or always"):
+        validate(_settings(ocr="sometimes"))

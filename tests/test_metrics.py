@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 
+import rag.metrics
 from evals import metrics as m
 
 QRELS = {"a": 3, "b": 2, "c": 1, "d": 0}  # d is judged non-relevant
@@ -98,12 +98,31 @@ def test_recall_curve_matches_recall_at_k():
 
 def test_ranking_metrics_row_and_mean_excludes_unjudged_queries():
     row = m.ranking_metrics(["a", "b"], QRELS)
-    assert set(row) == {"ndcg@10", "recall@1", "recall@5", "recall@10", "recall@100", "mrr@10"}
+    assert list(row) == m.metric_names() == ["ndcg@10", "recall@1", "recall@5", "recall@10", "recall@100", "mrr@10"]
+    top2 = 3 + 2 / math.log2(3)
+    assert row == pytest.approx({"ndcg@10": top2 / (top2 + 1 / 2), "recall@1": 1 / 3, "recall@5": 2 / 3,
+                                 "recall@10": 2 / 3, "recall@100": 2 / 3, "mrr@10": 1.0})
     qrels = {"q1": {"a": 1}, "q2": {"b": 0}, "q3": {"c": 2}}
     assert m.evaluable_queries(qrels) == ["q1", "q3"]
     # q2 has no relevant doc: excluded; q3 missing from per_query counts as 0
     assert m.mean_over_queries({"q1": 1.0, "q2": 1.0}, qrels) == pytest.approx(0.5)
     assert m.mean_over_queries({}, {"q": {}}) == 0.0
+
+
+def test_mean_ranking_metrics_and_deltas():
+    qrels = {"q1": {"a": 1}, "q2": {"b": 0}, "q3": {"c": 2}}
+    per_query = {"q1": {"mrr@10": 1.0, "ndcg@10": 1.0}, "q3": {"mrr@10": 0.5, "ndcg@10": 0.25}}
+    assert m.mean_ranking_metrics(per_query, qrels, ["ndcg@10", "mrr@10"]) == {"ndcg@10": 0.625, "mrr@10": 0.75}
+    before = {"dense": {"mrr@10": 0.5, "ndcg@10": None}, "bm25": {"mrr@10": 0.1}}
+    after = {"dense": {"mrr@10": 0.75, "ndcg@10": 0.5}, "hybrid": {"mrr@10": 0.9}}
+    # Only metrics both sides report: a mode or value missing on either side gives no delta.
+    assert m.metric_deltas(before, after) == {"dense": {"mrr@10": 0.25}, "hybrid": {}}
+
+
+def test_ranking_metrics_are_the_products_own():
+    """The eval harness reports with the very functions `rag tune` decides on (defined once, in rag.metrics)."""
+    for name in ("ndcg_at_k", "recall_at_k", "mrr_at_k", "ranking_metrics", "mean_over_queries", "recall_curve"):
+        assert getattr(m, name) is getattr(rag.metrics, name)
 
 
 def test_percentiles_use_numpy_linear():

@@ -16,7 +16,8 @@ import pytest
 
 from ingest.sync import ingest_paths
 from rag.store import open_store
-from tests.fake_llm_server import Reply, fake_llm  # noqa: F401
+from tests.docgen import patch_zip_sizes, rewrite_zip
+from tests.fake_llm_server import Reply
 
 INJECTION = (
     "Quarterly safety notes. The fire drill is held every March in building C.\n\n"
@@ -167,16 +168,16 @@ def test_hostile_folder_reports_each_file_and_keeps_earlier_chunks(hostile, sett
         if status != "indexed":
             assert got.reason and "\n" not in got.reason, (name, got)
     reasons = {name: o.reason for name, o in outcomes.items()}
-    # guards loaders._open_pdf: pypdf errors become "corrupt or truncated PDF"
+    # guards loaders.pdf._open_pdf: pypdf errors become "corrupt or truncated PDF"
     assert "corrupt or truncated" in reasons["truncated.pdf"] and "corrupt or truncated" in reasons["garbage.pdf"]
     # guards parse_file's empty check
     assert reasons["empty.txt"] == "empty file"
-    # guards loaders._sniff: magic bytes that contradict the extension
+    # guards loaders.sniff.check_content: magic bytes that contradict the extension
     assert "not a PDF" in reasons["picture.pdf"] and "image" in reasons["picture.pdf"]
     assert "not a valid .docx" in reasons["notes.docx"]
     # guards the max_file_mb check in parse_file
     assert "1 MB limit" in reasons["huge.txt"] and "RAG_MAX_FILE_MB" in reasons["huge.txt"]
-    # guards the zip expansion check in loaders._sniff (without it: ~8 s, +250 MB RSS, an obscure lxml error)
+    # guards the zip expansion check in loaders.sniff (without it: ~8 s, +250 MB RSS, an obscure lxml error)
     assert "expands to" in reasons["bomb.docx"] and "zip bomb" in reasons["bomb.docx"]
     # guards sync.run's supported() check: archives are never opened
     assert reasons["archive.zip"] == "unsupported file type '.zip'"
@@ -239,6 +240,224 @@ def test_zip_bomb_docx_is_rejected_without_decompressing(tmp_path, evaldata, set
     assert "expands to 120 MB" in str(info.value) and "50 MB limit" in str(info.value)
     assert elapsed < 2.0, elapsed
     assert _peak_rss_mb() - base < 50, "the bomb was decompressed"
+
+
+# ---------------------------------------------------------------- zip containers that lie or balloon
+# (issue 14 #3 and #12: zip-based formats are inflated under a budget before any parser sees them)
+
+ZIP_DOCS = ["contains-pictures.docx", "docx-tables.docx", "handbook-872p.docx", "fake-power-point-table.pptx",
+            "sample-presentation.pptx", "science-exploration-1p.pptx", "stanley-cups.xlsx", "simple.odt",
+            "winter-sports.epub"]
+
+
+def _xhtml(paragraphs: int) -> bytes:
+    body = "".join(f"<p>Winter sports chapter {i}: skating on the frozen lake near the old mill.</p>"
+                   for i in range(paragraphs))
+    return ('<?xml version="1.0" encoding="utf-8"?><html xmlns="http://www.w3.org/1999/xhtml"><body>'
+            + body + "</body></html>").encode()
+
+
+def _lying_epub(evaldata: Path, out: Path, *, headers: tuple[str, ...] = ("local", "central")) -> tuple[str, int]:
+    """winter-sports.epub with one chapter grown to ~5 MB and its headers declaring 1.6 KB (issue 14 #3)."""
+    src = evaldata / "docs-mixed" / "files" / "winter-sports.epub"
+    with zipfile.ZipFile(src) as zf:
+        chapter = max((i for i in zf.infolist() if i.filename.endswith(".html")), key=lambda i: i.file_size).filename
+    big = _xhtml(65_000)
+    rewrite_zip(src, out, {chapter: big})
+    patch_zip_sizes(out, chapter, file_size=1600, headers=headers)
+    return chapter, len(big)
+
+
+def _refusal(path: Path, settings) -> tuple[str, float]:
+    """parse_file's refusal message for `path` and how long it took to give it."""
+    import time
+
+    from ingest.loaders import parse_file
+    from rag.errors import ParseError
+
+    started = time.perf_counter()
+    with pytest.raises(ParseError) as info:
+        parse_file(path, settings)
+    return str(info.value), time.perf_counter() - started
+
+
+@pytest.mark.parametrize("headers", [("local", "central"), ("central",)])
+def test_epub_whose_zip_headers_lie_is_refused_before_pandoc(tmp_path, evaldata, settings, headers):
+    bomb = tmp_path / "lying.epub"
+    chapter, real_size = _lying_epub(evaldata, bomb, headers=headers)
+    assert bomb.stat().st_size < 512_000 and real_size > 5_000_000  # a few KB more than the original
+    with zipfile.ZipFile(bomb) as zf:  # what the old check trusted: the declared sizes look harmless
+        assert sum(i.file_size for i in zf.infolist()) < 1 << 20
+    message, elapsed = _refusal(bomb, settings)
+    assert message.startswith(f"{bomb}: ") and "\n" not in message
+    if headers == ("central",):  # the local header still tells the truth: the two disagree
+        assert f"{chapter}: local header declares {real_size} bytes, central directory 1600" in message
+    else:
+        assert f"{chapter}: headers declare 1600 bytes but it unzips to more than" in message
+    assert "zip headers misstate its size" in message and "re-save it from the application" in message
+    assert elapsed < 1.0, elapsed
+
+
+def _ballooning_docx(evaldata: Path, out: Path, paragraphs: int = 85_000) -> int:
+    """docx-tables.docx with ~6 MB of ordinary-looking XML that deflates about 130:1 (issue 14 #12:
+    a 52 KB DOCX -> 6 MB of XML kept the parser busy 58 s). Returns document.xml's unzipped size."""
+    src = evaldata / "docs-mixed" / "files" / "docx-tables.docx"
+    with zipfile.ZipFile(src) as zf:
+        xml = zf.read("word/document.xml")
+    paras = "".join(
+        f"<w:p><w:r><w:t>Row {i} measured {i * 7919 % 10007} units.</w:t></w:r></w:p>" if i % 40 == 0
+        else "<w:p><w:r><w:t>The quarterly report repeats this line.</w:t></w:r></w:p>"
+        for i in range(paragraphs)).encode()
+    at = xml.index(b"<w:body>") + len(b"<w:body>")
+    data = xml[:at] + paras + xml[at:]
+    rewrite_zip(src, out, {"word/document.xml": data})
+    return len(data)
+
+
+def test_docx_within_size_limit_that_balloons_is_refused_by_the_ratio_cap(tmp_path, evaldata, settings):
+    bomb = tmp_path / "balloon.docx"
+    unzipped = _ballooning_docx(evaldata, bomb)
+    with zipfile.ZipFile(bomb) as zf:
+        info = zf.getinfo("word/document.xml")
+    assert bomb.stat().st_size < 100_000 and unzipped > 6_000_000
+    assert 100 < info.file_size / info.compress_size < 200  # far from a textbook bomb, but over the cap
+    message, elapsed = _refusal(bomb, settings)  # default settings: 200 MB file limit
+    assert message == (f"{bomb}: word/document.xml expands {info.file_size / info.compress_size:.0f}:1 when unzipped "
+                       f"({info.compress_size / 1024:.0f} KB -> {info.file_size / 1024 / 1024:.3g} MB), over the "
+                       "100:1 limit; possibly a zip bomb, not parsed; if the document is genuine, split it or save it "
+                       "as PDF")
+    assert elapsed < 1.0, elapsed
+
+
+def test_ratio_cap_holds_while_inflating_when_the_compressed_size_lies(tmp_path, evaldata, settings):
+    """Declared sizes that look like 6:1 get past the free check; the streaming inflate stops the member
+    after about a megabyte, on the bytes it actually read."""
+    bomb = tmp_path / "balloon.docx"
+    unzipped = _ballooning_docx(evaldata, bomb)
+    patch_zip_sizes(bomb, "word/document.xml", compress_size=unzipped // 6)
+    message, elapsed = _refusal(bomb, settings)
+    assert "word/document.xml expands more than 100:1 when unzipped" in message and "so far" in message
+    assert "possibly a zip bomb" in message
+    assert elapsed < 1.0, elapsed
+
+
+def test_expansion_budget_holds_while_inflating(tmp_path, evaldata, settings):
+    """A member that grows past the per-part budget at an ordinary ratio is stopped mid-stream, even when
+    its declared compressed size hides the growth."""
+    bomb = tmp_path / "long.epub"
+    src = evaldata / "docs-mixed" / "files" / "winter-sports.epub"
+    import random
+
+    rng = random.Random(7)
+    words = ["snow", "ski", "lake", "ice", "sled", "skate", "hill", "cold", "race", "team", "club", "mill"]
+    text = " ".join(rng.choice(words) + str(rng.randrange(1000)) for _ in range(600_000))
+    data = ("<html><body><p>" + text + "</p></body></html>").encode()
+    chapter = "OEBPS/long-chapter.html"
+    rewrite_zip(src, bomb, {})
+    with zipfile.ZipFile(bomb, "a", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(chapter, data)
+    patch_zip_sizes(bomb, chapter, compress_size=len(data) - 1000)  # declares almost no growth
+    small = settings.replace(max_file_mb=3.0)  # per-part growth budget: min(3 MB, 16 MB)
+    assert bomb.stat().st_size < 3 << 20 and len(data) > 4 << 20
+    message, elapsed = _refusal(bomb, small)
+    assert f"{chapter} expands to more than" in message
+    assert "past the unzip budget (growth of at most 3 MB per part and 3 MB per file" in message
+    assert elapsed < 2.0, elapsed
+
+
+def test_real_zip_documents_pass_the_inflation_check_quickly(evaldata):
+    """Every DOCX/PPTX/XLSX/ODT/EPUB in docs-mixed (the 872-page handbook too) is inflated in full and passes."""
+    import time
+
+    from ingest.loaders import FORMATS, ZipLimits
+    from ingest.loaders.sniff import check_zip_container
+
+    by_type = {f.file_type: f for f in FORMATS}
+    limits = ZipLimits.for_max_file_bytes(200 << 20)
+    for name in ZIP_DOCS:
+        path = evaldata / "docs-mixed" / "files" / name
+        fmt = by_type[path.suffix[1:]]
+        started = time.perf_counter()
+        check_zip_container(path, fmt.file_type, fmt.zip_member, limits)
+        assert time.perf_counter() - started < 1.0, name
+
+
+def test_zip_with_a_huge_directory_is_refused_before_zipfile_reads_it(tmp_path, settings):
+    """Tens of thousands of tiny parts cost zipfile minutes before any other check can run; the end
+    record's count and directory size are read first, and a lying count does not hide the size."""
+    import struct
+
+    many = tmp_path / "many.docx"
+    with zipfile.ZipFile(many, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr("word/document.xml", "<w:document/>")
+        for i in range(21_000):
+            zf.writestr(f"word/media/{i:06d}-" + "x" * 180, b"")
+    message, elapsed = _refusal(many, settings)
+    assert message.startswith(f"{many}: zip container lists 21001 parts in ")
+    assert "over the limit of 20000 parts in 4 MB; not parsed (no document has that many parts)" in message
+    assert elapsed < 1.0, elapsed
+    data = bytearray(many.read_bytes())
+    end = data.rfind(b"PK\x05\x06")
+    struct.pack_into("<HH", data, end + 8, 5, 5)  # the end record now claims 5 parts
+    many.write_bytes(bytes(data))
+    message, elapsed = _refusal(many, settings)
+    assert "zip container lists 5 parts in " in message and "over the limit" in message and elapsed < 1.0
+
+
+def test_unzip_budgets_follow_the_file_limit_and_are_capped():
+    from ingest.loaders import ZipLimits
+
+    default = ZipLimits.for_max_file_bytes(200 << 20)  # RAG_MAX_FILE_MB=200, the default
+    assert (default.member_expansion, default.total_expansion, default.ratio, default.ratio_floor) == (
+        16 << 20, 64 << 20, 100.0, 1 << 20)
+    small = ZipLimits.for_max_file_bytes(1 << 20)
+    assert (small.member_expansion, small.total_expansion) == (1 << 20, 1 << 20)
+
+
+def test_large_genuine_deck_of_incompressible_media_passes(tmp_path, evaldata, settings):
+    """Budgets count growth, not bytes: 70 MB of photo-like data (more than the 64 MB total budget) in a
+    PPTX grows by nothing when unzipped, so the deck parses."""
+    deck = tmp_path / "photos.pptx"
+    src = evaldata / "docs-mixed" / "files" / "sample-presentation.pptx"
+    rewrite_zip(src, deck, {})
+    with zipfile.ZipFile(deck, "a", zipfile.ZIP_DEFLATED) as zf:
+        for i in range(7):
+            zf.writestr(f"ppt/media/photo{i}.jpg", os.urandom(10 << 20))
+    assert deck.stat().st_size > 64 << 20
+    from ingest.chunking import extracted_text
+    from ingest.loaders import parse_file
+
+    doc = parse_file(deck, settings)
+    assert "This is the first content slide" in extracted_text(doc)
+
+
+@pytest.mark.parametrize("name, needle", [("docx-tables.docx", "Header Col 1 | Header Col 2"),
+                                          ("winter-sports.epub", "Winter Sports")])
+def test_real_docx_and_epub_still_parse(evaldata, settings, name, needle):
+    from ingest.chunking import extracted_text
+    from ingest.loaders import parse_file
+
+    doc = parse_file(evaldata / "docs-mixed" / "files" / name, settings)
+    assert needle in extracted_text(doc)
+
+
+def test_one_hostile_zip_never_stops_an_ingest(tmp_path, evaldata, settings, embedder):
+    """The refusals are per-file outcomes: the lying EPUB and the ballooning DOCX fail, the good file indexes."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    _lying_epub(evaldata, docs / "lying.epub")
+    _ballooning_docx(evaldata, docs / "balloon.docx")
+    shutil.copy(evaldata / "docs-mixed" / "files" / "docx-tables.docx", docs / "good.docx")
+    store = open_store(settings)
+    try:
+        report = ingest_paths([docs], settings, store, embedder, progress=False)
+    finally:
+        store.close()
+    outcomes = {Path(f.path).name: f for f in report.files}
+    assert outcomes["good.docx"].status == "indexed"
+    assert outcomes["lying.epub"].status == "failed" and "misstate its size" in outcomes["lying.epub"].reason
+    assert outcomes["balloon.docx"].status == "failed" and "over the 100:1 limit" in outcomes["balloon.docx"].reason
+    assert report.indexed == 1 and report.failed == 2
 
 
 def test_prompt_injection_document_cannot_steer_the_answer(tmp_path, settings, embedder, fake_llm):

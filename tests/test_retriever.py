@@ -16,8 +16,9 @@ from rag.answering.evidence import score_kind
 from rag.lexical import BM25Encoder
 from rag.models import Chunk, SearchFilter
 from rag.rerank import Reranker
-from rag.retriever import MAX_QUERY_TERMS, HybridRetriever, bm25_encoder_for
-from rag.store import CollectionInfo, EdgeStore, StoredPoint
+from rag.retriever import MAX_QUERY_TERMS, HybridRetriever
+from rag.store import CollectionInfo, EdgeStore
+from rag.store.catalog import write_chunks
 
 ALL_MODES = ["dense", "bm25", "hybrid", "rerank"]
 
@@ -119,9 +120,7 @@ def build_store(path, embedder, vectors, docs=CORPUS, **info_overrides) -> Count
     avg = sum(encoder.doc_length(d.text) for d in docs) / max(len(docs), 1) if docs else 100.0
     info = CollectionInfo(name="test", embed_model=embedder.model_name, dimension=embedder.dimension,
                           bm25_avg_doc_len=avg or 1.0, **info_overrides)
-    store.create(info)
-    encoder = bm25_encoder_for(store.info())
-    store.upsert([StoredPoint.from_chunk(chunk_of(d), vectors[d.id], encoder.encode_document(d.text)) for d in docs])
+    write_chunks(store, [chunk_of(d) for d in docs], [vectors[d.id] for d in docs], info=info)
     return store
 
 
@@ -217,7 +216,7 @@ def test_one_store_call_per_query_with_only_the_needed_legs(store, retriever):
         assert len(store.calls) == 1, mode
         dense, sparse, passed_flt, limit = store.calls[0]
         assert (dense is not None, sparse is not None) == (has_dense, has_sparse), mode
-        assert passed_flt is flt and limit == retriever.settings.leg_limit
+        assert passed_flt is flt and limit == retriever.config.leg_limit
 
 
 # -- access control ----------------------------------------------------------------------------------
@@ -450,3 +449,34 @@ def test_collection_created_after_the_retriever(tmp_path, embedder, corpus_vecto
     assert keys(r.retrieve("eiffel", k=1, mode="bm25")) == ["eiffel"]
     assert r.bm25_encoder.language == "none"  # adopted from the collection once it existed
     late.close()
+
+
+# -- typed components: Mode, score kinds, RetrievalConfig -------------------------------------------
+
+
+@pytest.mark.parametrize("mode,kind", [("dense", "dense"), ("bm25", "bm25"), ("hybrid", "rrf"), ("rerank", "rerank")])
+def test_every_hit_says_which_kind_of_score_it_carries(retriever, mode, kind):
+    hits = retriever.retrieve(BROAD_QUERY, k=5, mode=mode).hits
+    assert hits and {h.score_kind for h in hits} == {kind}
+    assert {score_kind(h) for h in hits} == {kind} and {h.to_dict()["score_kind"] for h in hits} == {kind}
+
+
+def test_mode_is_validated_once_with_an_error_naming_the_field():
+    from rag.models import Mode
+
+    assert Mode.parse(" Hybrid ") is Mode.HYBRID and Mode.parse(Mode.BM25) is Mode.BM25
+    assert Mode.values() == ["dense", "bm25", "hybrid", "rerank"] and Mode.RERANK == "rerank"
+    with pytest.raises(ConfigError, match=r"^search mode 'fuzzy' is not a retrieval mode; use one of "
+                                          r"dense, bm25, hybrid, rerank$"):
+        Mode.parse("fuzzy", field="search mode")
+
+
+def test_retriever_takes_a_typed_config_or_the_settings_it_is_built_from(store, embedder, settings):
+    from rag.retriever import RetrievalConfig
+
+    config = RetrievalConfig.from_settings(settings.replace(rrf_k=5, dense_weight=0.5))
+    assert config.rrf_k == 5 and config.dense_weight == 0.5 and config.default_acl == ("public",)
+    typed = HybridRetriever(store, embedder, None, None, config).retrieve(BROAD_QUERY, k=8, mode="hybrid")
+    loose = HybridRetriever(store, embedder, None, None, settings.replace(rrf_k=5, dense_weight=0.5)).retrieve(
+        BROAD_QUERY, k=8, mode="hybrid")
+    assert [(h.chunk.id, h.score) for h in typed.hits] == [(h.chunk.id, h.score) for h in loose.hits]

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from rag.config import Settings
-from rag.cli import build_parser
-
 from evals import runner
+from evals.datasets import DatasetError
+from rag.cli import build_parser
+from rag.config import Settings
+from rag.errors import ConfigError
 
 BEIR_DOCS = {
     "d1": ("Boundary layer", "The laminar boundary layer on a flat plate thickens downstream as viscosity acts."),
@@ -117,10 +118,16 @@ def test_beir_retrieval_writes_report_and_is_deterministic(beir_dir, tmp_path, e
     assert r1["dataset"]["indexed_docs"] == 9  # the empty record is not indexed
     assert r1["config"]["collection"].startswith("eval_beir-tiny-beir_")
     m1 = {mode: d["metrics"] for mode, d in r1["retrieval"]["modes"].items()}
+    # Every query's relevant records come first in dense, bm25 and hybrid; query 1 has two (recall@1 = 1/2).
+    perfect = {"ndcg@10": 1.0, "recall@1": (0.5 + 1 + 1) / 3, "recall@5": 1.0, "recall@10": 1.0, "recall@100": 1.0,
+               "mrr@10": 1.0}
     for mode in modes:
         m = m1[mode]
         assert set(m) == {"ndcg@10", "recall@1", "recall@5", "recall@10", "recall@100", "mrr@10"}
-        assert all(0.0 <= v <= 1.0 for v in m.values())
+        if mode == "rerank":  # the test cross-encoder's head is untrained: its order means nothing
+            assert all(0.0 <= v <= 1.0 for v in m.values())
+        else:
+            assert m == pytest.approx(perfect)
         # 9 indexed docs < 100: every relevant (indexed) doc is retrieved at depth 100
         assert m["recall@100"] == pytest.approx(1.0)
         assert len(r1["retrieval"]["modes"][mode]["recall_curve"]) == 100
@@ -160,7 +167,9 @@ def test_docqa_retrieval_skips_impossible(docqa_dir, tmp_path, eval_settings, em
     assert res["dataset"]["skipped_for_retrieval"]["is_impossible"] == 1
     for mode in ("bm25", "hybrid"):
         m = res["retrieval"]["modes"][mode]["metrics"]
-        assert all(0.0 <= v <= 1.0 for v in m.values())
+        # two small docs: the chunk holding the gold paragraph comes first for both questions
+        assert m == pytest.approx(dict.fromkeys(["ndcg@10", "recall@1", "recall@5", "recall@10", "recall@100",
+                                                 "mrr@10"], 1.0))
         # two docs, the gold paragraph is somewhere in the top 10
         assert m["recall@10"] == pytest.approx(1.0)
     rows = [json.loads(line) for line in (tmp_path / "out" / "questions.jsonl").read_text().splitlines()]
@@ -198,6 +207,8 @@ def test_answers_resume_skips_finished_questions(docqa_dir, tmp_path, eval_setti
 
     m = full["answers"]["metrics"]
     assert m["questions"] == 3 and m["answerable"] == 2 and m["unanswerable"] == 1
+    assert m["gold_in_evidence"] == 1.0  # retrieval finds both gold paragraphs in these two small docs
+    # The other answer metrics measure the offline answerer, whose own tests pin its behaviour: ranges here.
     for key in ("exact_match", "token_f1", "citation_recall", "citation_precision", "faithfulness",
                 "gold_in_evidence"):
         assert _in_unit(m[key]), key
@@ -290,7 +301,7 @@ def test_main_json_and_compare(beir_dir, tmp_path, eval_settings, embedder, caps
     assert d["delta"] == pytest.approx(d["b"] - d["a"])
     assert deltas["retrieval"]["dense"]["mrr@10"]["a"] is None  # mode only in B
 
-    with pytest.raises(Exception, match="rerank"):
+    with pytest.raises(ConfigError, match="rerank"):
         runner.run_retrieval(beir_dir, settings, modes=["rerank"], out=tmp_path / "c", progress=False)
-    with pytest.raises(Exception, match="BEIR"):
+    with pytest.raises(DatasetError, match="BEIR"):
         runner.run_answers(beir_dir, settings, out=tmp_path / "d", progress=False)

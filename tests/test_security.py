@@ -16,7 +16,7 @@ import pytest
 from rag.config import Settings, load_settings
 from rag.errors import RagError
 from tests.conftest import REPO_ROOT
-from tests.fake_llm_server import Status, closed_port_url, fake_llm  # noqa: F401
+from tests.fake_llm_server import Status, closed_port_url
 from ui.uploads import safe_upload_name, store_uploads
 
 MARKER = "sk-SECRETMARKER-9b1e4a77c3d2"
@@ -51,14 +51,15 @@ def test_upload_names_never_escape_the_upload_folder(tmp_path):
     for (display, path), given in zip(stored, HOSTILE_NAMES):
         assert display == given
         # guards safe_upload_name (directory parts dropped, leading dots removed, length capped)
-        # and store_uploads' parent check: every file lands directly inside upload_dir
-        assert path.parent == root, (given, path)
+        # and store_uploads' parent check: every file lands in its own fresh folder directly inside upload_dir
+        assert path.parent.parent == root, (given, path)
         assert not path.name.startswith("."), (given, path)
         assert "\x00" not in path.name and len(path.name.encode()) <= 255, given
         assert path.read_text(encoding="utf-8") == "uploaded content\n"
     # nothing was written anywhere else: the sandbox holds only the upload folder and the source
     written = {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()}
-    assert written == {"payload.txt"} | {f"box/uploads/{p.name}" for _d, p in stored}
+    assert written == {"payload.txt"} | {f"box/uploads/{p.parent.name}/{p.name}" for _d, p in stored}
+    assert len({p for _d, p in stored}) == len(HOSTILE_NAMES)  # same sanitized names never collide
     assert not (tmp_path / "pwned").exists()
     assert safe_upload_name("x" * 1000 + ".pdf").endswith(".pdf")
 
@@ -73,7 +74,8 @@ def test_hostile_source_file_names_are_sanitized_too(tmp_path):
         path.write_text("x", encoding="utf-8")
         sources.append(path)
     stored = store_uploads(sources, tmp_path / "uploads")
-    assert all(p.parent == (tmp_path / "uploads").resolve() and not p.name.startswith(".") for _d, p in stored)
+    assert all(p.parent.parent == (tmp_path / "uploads").resolve() and not p.name.startswith(".")
+               for _d, p in stored)
 
 
 def test_store_uploads_refuses_a_target_outside_even_if_the_sanitizer_fails(tmp_path, monkeypatch):
@@ -124,16 +126,18 @@ def test_ui_binds_loopback_by_default(monkeypatch, tmp_path):
 
 
 def test_session_options_cannot_carry_or_widen_labels():
+    from rag.access import Caller
     from ui.app import SessionOptions, session_filter, session_settings
 
     settings = Settings(default_acl=["public"], rerank_model="none")
+    caller = Caller("ui", ("public",))
     with pytest.raises(TypeError):
         SessionOptions(acl=["secret"])  # type: ignore[call-arg]
     options = SessionOptions(file_types=["txt"])
     object.__setattr__(options, "acl", ["secret"])  # a tampered session state object
     object.__setattr__(options, "default_acl", ["secret"])
-    # guards session_filter / session_settings: labels always come from the operator's settings
-    assert session_filter(settings, options).acl == ["public"]
+    # guards session_filter / session_settings: labels always come from the session's caller
+    assert session_filter(caller, options).acl == ["public"]
     assert session_settings(settings, options).default_acl == ["public"]
 
 

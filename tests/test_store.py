@@ -203,7 +203,10 @@ def test_iter_payloads_with_fields_and_vectors(filled):
     np.testing.assert_allclose(vec, expected, atol=1e-6)
     full = {pid: (payload, vec) for pid, payload, vec in filled.iter_payloads()}
     assert full[CORPUS[0][0].id][1] is None
-    assert full[CORPUS[0][0].id][0]["dir_prefixes"] == ["/", "/docs", "/docs/aero"]
+    # the derived filter field is stored, but never leaks out of the store
+    assert full[CORPUS[0][0].id][0] == CORPUS[0][0].to_payload()
+    raw, _next = filled._scroll(None, ["dir_prefixes"], False, None, 10)
+    assert {r.id: r.payload["dir_prefixes"] for r in raw}[CORPUS[0][0].id] == ["/", "/docs", "/docs/aero"]
 
 
 def test_check_compatible_names_both_models(filled):
@@ -289,6 +292,72 @@ def test_second_process_gets_store_locked_error_and_kill9_loses_nothing(tmp_path
     [chunk] = store.retrieve([first_id])
     assert chunk.file_path.startswith("/f/") and chunk.text.startswith("text ") and chunk.file_hash == ""
     store.close()
+
+
+# A second process on a live store: before the store's own lock, `EdgeShard.load()` truncated the holder's
+# tracker_journal.dat files on its way to the WAL lock error, and every later flush of the holder failed.
+PROBE = textwrap.dedent("""
+    import sys
+    from rag.errors import StoreLockedError
+    from rag.store import EdgeStore
+    try:
+        EdgeStore(sys.argv[1], "held")
+    except StoreLockedError as exc:
+        print(exc)
+    else:
+        print("opened")
+""")
+
+
+def _shard_files(path: Path) -> dict[str, tuple[int, int, bytes]]:
+    return {str(f.relative_to(path)): (f.stat().st_size, f.stat().st_mtime_ns, f.read_bytes())
+            for f in sorted(path.rglob("*")) if f.is_file()}
+
+
+def test_second_process_is_refused_before_it_touches_a_live_store(tmp_path):
+    holder = EdgeStore(tmp_path, "held")
+    try:
+        holder.create(CollectionInfo(name="held", embed_model="mini", dimension=4, bm25_avg_doc_len=6.0))
+        holder.upsert([point(c, d) for c, d in CORPUS])
+        holder.flush()
+        before = _shard_files(holder.path)
+        assert sum(name.endswith("tracker_journal.dat") for name in before) >= 3
+        proc = subprocess.run([str(REPO_ROOT / ".venv/bin/python"), "-c", PROBE, str(tmp_path)], cwd=REPO_ROOT,
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.strip() == (f"another rag process is using the store at {tmp_path / 'held'}; stop it or use "
+                                       "its server (rag serve), or point RAG_QDRANT_URL at a Qdrant server")
+        assert _shard_files(holder.path) == before  # not one byte, size or mtime of the shard changed
+        # the holder carries on: writes, flushes and searches
+        extra = make_chunk(0, "wing flutter at transonic speed", "/docs/aero/flutter.md")
+        holder.upsert([point(extra, [0, 0, 0, 1])])
+        holder.flush()
+        assert holder.count() == len(CORPUS) + 1
+        dense, sparse = holder.search([0, 0, 0, 1], ENC.encode_query("flutter"), SearchFilter(), 1)
+        assert ids_of(dense) == ids_of(sparse) == [extra.id]
+    finally:
+        holder.close()
+    # closing released the lock: another opener (here, this process again) gets the store
+    again = EdgeStore(tmp_path, "held")
+    assert again.count() == len(CORPUS) + 1
+    again.close()
+
+
+def test_lock_is_released_on_close_and_shared_within_a_process(tmp_path):
+    lock_file = tmp_path / ".held.lock"
+    first = EdgeStore(tmp_path, "held")
+    assert not lock_file.exists()  # no collection yet: nothing to lock, nothing created
+    first.create(CollectionInfo(name="held", embed_model="mini", dimension=4))
+    assert lock_file.exists() and not (first.path / ".held.lock").exists()
+    second = EdgeStore(tmp_path, "held")  # the same process shares the lock and the shard
+    first.close()
+    probe = subprocess.run([str(REPO_ROOT / ".venv/bin/python"), "-c", PROBE, str(tmp_path)], cwd=REPO_ROOT,
+                           capture_output=True, text=True, timeout=120)
+    assert probe.stdout.startswith("another rag process is using the store at "), probe.stderr
+    second.close()
+    probe = subprocess.run([str(REPO_ROOT / ".venv/bin/python"), "-c", PROBE, str(tmp_path)], cwd=REPO_ROOT,
+                           capture_output=True, text=True, timeout=120)
+    assert probe.stdout.strip() == "opened", probe.stderr  # free again
 
 
 # ------------------------------------------------------------------------------------------------

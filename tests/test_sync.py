@@ -18,11 +18,12 @@ import pytest
 
 from ingest.chunking import extracted_text
 from ingest.loaders import parse_file
+import ingest.sync
 from ingest.sync import chunk_id, ingest_paths, read_manifest
 from rag.errors import ModelMismatchError
-from rag.models import Chunk
-from rag.store import StoredPoint, open_store
-from tests.conftest import REPO_ROOT
+from rag.models import SearchFilter
+from rag.store import open_store
+from rag.store.catalog import iter_chunks, stored_files
 
 PARAGRAPH = (
     "The {topic} was studied in {year}. Researchers measured {n} samples and reported that the effect "
@@ -36,7 +37,7 @@ def write_doc(path: Path, topic: str, paragraphs: int = 4) -> None:
 
 
 def chunks_by_file(store) -> Counter:
-    return Counter(payload["file_path"] for _id, payload, _v in store.iter_payloads(fields=["file_path"]))
+    return Counter(c.file_path for c in iter_chunks(store, fields=["file_path"]))
 
 
 @pytest.fixture()
@@ -118,6 +119,26 @@ def test_partial_file_is_completed_without_duplicates(folder, settings, embedder
     store.close()
 
 
+def test_stored_files_lists_files_a_caller_may_see(folder, settings, embedder):
+    """The file list (stats, UI, API) comes from the catalog, ACL-filtered inside the store."""
+    assert ingest.sync.stored_files is stored_files  # the pipeline imports it from ingest.sync
+    store = open_store(settings)
+    ingest_paths([folder / "alpha.md", folder / "beta.md"], settings, store, embedder, acl=["public"], progress=False)
+    ingest_paths([folder / "sub"], settings, store, embedder, acl=["secret"], progress=False)
+    per_file = chunks_by_file(store)
+    alpha, beta, gamma = (str((folder / name).resolve()) for name in ("alpha.md", "beta.md", "sub/gamma.txt"))
+    assert stored_files(store) == [
+        {"file_path": alpha, "file_type": "md", "chunks": per_file[alpha], "acl": ["public"]},
+        {"file_path": beta, "file_type": "md", "chunks": per_file[beta], "acl": ["public"]},
+        {"file_path": gamma, "file_type": "txt", "chunks": per_file[gamma], "acl": ["secret"]},
+    ]
+    assert [f["file_path"] for f in stored_files(store, SearchFilter(acl=["public"]))] == [alpha, beta]
+    assert [f["file_path"] for f in stored_files(store, SearchFilter(acl=["secret"]))] == [gamma]
+    assert stored_files(store, SearchFilter(acl=[])) == []
+    assert sum(len(c.text) > 0 for c in iter_chunks(store, SearchFilter(acl=["public"]))) == per_file[alpha] + per_file[beta]
+    store.close()
+
+
 def test_provenance_fields(tmp_path, settings, embedder, evaldata):
     docs = tmp_path / "docs"
     docs.mkdir()
@@ -127,7 +148,7 @@ def test_provenance_fields(tmp_path, settings, embedder, evaldata):
     store = open_store(settings)
     report = ingest_paths([docs], settings, store, embedder, acl=["hr", "legal"], progress=False)
     assert report.indexed == 2
-    chunks = [Chunk.from_payload(i, p) for i, p, _v in store.iter_payloads()]
+    chunks = list(iter_chunks(store))
     pdf_chunks = [c for c in chunks if c.file_type == "pdf"]
     assert {p for c in pdf_chunks for p in c.page_numbers} >= {1, 2}
     pdf_path = docs / "layout-parser-paper-fast.pdf"

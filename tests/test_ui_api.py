@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.ui_app_fixture import llm_ui_server, start_server, ui_docs, ui_server, ui_settings  # noqa: F401
-from tests.fake_llm_server import Reply, Status, fake_llm  # noqa: F401
+from tests.fake_llm_server import Reply, Status
+from tests.ui_app_fixture import llm_ui_server, start_server, ui_settings
 
 gradio_client = pytest.importorskip("gradio_client")
 

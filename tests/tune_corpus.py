@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import uuid
 
-from rag.lexical import BM25Encoder
 from rag.models import Chunk
-from rag.store import CollectionInfo, StoredPoint, open_store
+from rag.store import CollectionInfo, open_store
+from rag.store.catalog import write_chunks
 
 TOPICS = {
     "volcano.md": ("Volcanoes", ["magma", "lava", "eruption", "crater", "ash", "basalt", "caldera", "tephra"]),
@@ -43,9 +43,7 @@ def build_store(settings, embedder, chunks: list[Chunk] | None = None):
     """A real embedded store holding `chunks` (default: `corpus()`), embedded with `embedder`."""
     chunks = chunks or corpus()
     store = open_store(settings)
-    store.create(CollectionInfo(name=settings.collection, embed_model=embedder.model_name, dimension=embedder.dimension))
-    bm25 = BM25Encoder()
-    vecs = embedder.embed_passages([c.text for c in chunks])
-    store.upsert([StoredPoint.from_chunk(c, v, bm25.encode_document(c.text)) for c, v in zip(chunks, vecs)])
+    write_chunks(store, chunks, embedder.embed_passages([c.text for c in chunks]),
+                 info=CollectionInfo(name=settings.collection, embed_model=embedder.model_name, dimension=embedder.dimension))
     store.flush()
     return store

@@ -17,28 +17,13 @@ import json
 import re
 from pathlib import Path
 
+from rag.answering.citations import find_markers  # the one citation-marker grammar
 from rag.models import Answer, Citation, Evidence, Hit
-
-# A validated answer's markers: [1], [1, 3], [2-4] (rag.answering.citations keeps them as given).
-_MARKER_RE = re.compile(r"\[(\d+(?:\s*(?:[-–]|,|;)\s*\d+)*)\]")
 
 
 def file_label(path: str, file_name: str = "") -> str:
     """The file's base name for display."""
     return file_name or Path(path).name or path
-
-
-def _numbers(marker: str) -> list[int]:
-    """Numbers in a marker body: "1, 3" -> [1, 3]; "2-4" -> [2, 3, 4] (ranges capped at 50)."""
-    out: list[int] = []
-    for part in re.split(r"\s*[,;]\s*", marker):
-        bounds = re.split(r"\s*[-–]\s*", part)
-        if len(bounds) == 2 and bounds[0].isdigit() and bounds[1].isdigit():
-            lo, hi = int(bounds[0]), int(bounds[1])
-            out.extend(range(lo, min(hi, lo + 50) + 1))
-        elif part.isdigit():
-            out.append(int(part))
-    return out
 
 
 def citation_button(turn: int, number: int) -> str:
@@ -48,21 +33,96 @@ def citation_button(turn: int, number: int) -> str:
             f'data-ev="{number}" title="Show passage {number}">[{number}]</button>')
 
 
-def link_citations(escaped_text: str, turn: int, valid: set[int]) -> str:
-    """Replace [n] markers in already-escaped text by citation buttons (only allow-listed numbers)."""
+# Characters the chat's Markdown renderer would turn into structure. As numeric entities they show
+# as themselves but can never open an image, a link, a code span or an autolink: `![x](http://host/?d=…)`
+# in a document or an LLM reply must not make the browser fetch anything (issue 14 #5).
+_MARKDOWN_ENTITIES = str.maketrans({"[": "&#91;", "]": "&#93;", "`": "&#96;", "@": "&#64;"})
+# GFM autolinks need these literal sequences; one entity breaks each of them.
+_AUTOLINK_RE = re.compile(r"(?i)(?<=[a-z0-9])://|\bwww\.")
 
-    def repl(match: re.Match[str]) -> str:
-        numbers = [n for n in _numbers(match.group(1)) if n in valid]
-        if not numbers:
-            return match.group(0)
-        return "".join(citation_button(turn, n) for n in numbers)
 
-    return _MARKER_RE.sub(repl, escaped_text)
+def safe_text(text: str) -> str:
+    """Untrusted text for the chat (Markdown + sanitized HTML): no tags, images, links or autolinks.
+
+    HTML is escaped (so a raw `<img>` or `<a>` is text); Markdown link/image brackets, backticks
+    and `@` become numeric entities; `://` and `www.` are broken so GFM autolinking finds no URL.
+    The reader sees the same characters.
+    """
+    escaped = html.escape(text, quote=True).translate(_MARKDOWN_ENTITIES)
+    return _AUTOLINK_RE.sub(lambda m: ":&#47;&#47;" if m.group(0) == "://" else m.group(0)[:-1] + "&#46;",
+                            escaped)
+
+
+def _quoted_from(sources: list[str], text: str, start: int, end: int) -> bool:
+    """True when the marker text[start:end] is part of a passage quoted from a document.
+
+    A document's own footnote (`… in 1905.[1]` in a Wikipedia text) comes into an answer with the
+    words before it; the same words and marker then occur in an evidence passage. The answerer's own
+    markers (`… were delivered [1].`) do not occur in the passages.
+    """
+    context = " ".join(text[max(0, start - 24):end].split())
+    if len(context) < (end - start) + 8:  # too little context to tell: trust the answerer
+        return False
+    return any(context in source for source in sources)
+
+
+def link_citations(text: str, turn: int, valid: set[int], sources: list[str] | None = None) -> str:
+    """`text` made safe (see `safe_text`), with [n] markers of allow-listed numbers as citation buttons.
+
+    Markers with no allow-listed number, and markers quoted from one of the `sources` passages (a
+    document's own footnotes), stay visible as plain text.
+    """
+    flat_sources = [" ".join(s.split()) for s in sources or []]
+    out: list[str] = []
+    cursor = 0
+    for marker in find_markers(text):
+        numbers = [n for n in marker.numbers if n in valid]
+        if not numbers or _quoted_from(flat_sources, text, marker.start, marker.end):
+            continue
+        out.append(safe_text(text[cursor:marker.start]))
+        out.append("".join(citation_button(turn, n) for n in numbers))
+        cursor = marker.end
+    out.append(safe_text(text[cursor:]))
+    return "".join(out)
+
+
+def answer_markdown(answer: Answer) -> str:
+    """The answer as clean Markdown with its cited sources listed: what the Copy button copies."""
+    if answer.abstained:
+        body = "No answer found in the indexed documents."
+    else:
+        body = answer.text.strip()
+    lines = [body]
+    cited = sorted({c.number for c in answer.citations})
+    by_number = {e.number: e for e in answer.evidence}
+    quotes = quotes_by_number(answer.citations)
+    if cited:
+        lines.append("")
+        lines.append("Sources:")
+        for n in cited:
+            ev = by_number.get(n)
+            if ev is None:
+                continue
+            chunk = ev.hit.chunk
+            where = file_label(chunk.file_path, chunk.file_name)
+            if chunk.page_numbers:
+                where += f", p. {chunk.page_numbers[0]}"
+            quote = " ".join((quotes.get(n) or [""])[0].split())
+            lines.append(f"[{n}] {where}" + (f" — \u201c{quote}\u201d" if quote else ""))
+    return "\n".join(lines)
+
+
+def copy_control(answer: Answer) -> str:
+    """A Copy button and, hidden beside it, the answer as Markdown (one line: newlines as entities,
+    so the chat's Markdown renderer keeps the whole block as HTML)."""
+    source = safe_text(answer_markdown(answer)).replace("\n", "&#10;")
+    return (f'<div class="rag-copy-wrap"><button class="rag-copy" type="button" title="Copy the answer and its '
+            f'sources as Markdown">Copy</button><div class="rag-copy-src">{source}</div></div>')
 
 
 def streaming_text(partial: str) -> str:
-    """Text while tokens are still arriving: escaped, markers left as plain text."""
-    return html.escape(partial, quote=False) + " ▍"
+    """Text while tokens are still arriving: made safe, markers left as plain text."""
+    return safe_text(partial) + " ▍"
 
 
 def answer_message(answer: Answer, turn: int) -> str:
@@ -71,7 +131,7 @@ def answer_message(answer: Answer, turn: int) -> str:
     parts: list[str] = []
     if answer.error:
         parts.append(f'<div class="rag-error">⚠️ The answer could not be generated: '
-                     f'{html.escape(answer.error, quote=False)}<br>The retrieved evidence is in the panel; '
+                     f'{safe_text(answer.error)}<br>The retrieved evidence is in the panel; '
                      'try again later, or choose the extractive answerer in Settings.</div>')
     elif answer.abstained:
         parts.append('<div class="rag-abstain"><strong>No answer found in the indexed documents.</strong> '
@@ -81,22 +141,25 @@ def answer_message(answer: Answer, turn: int) -> str:
         # keep only notes after it (e.g. how many unsupported sentences were removed).
         notes = [p.strip() for p in answer.text.split("\n\n")[1:]
                  if p.strip() and not p.strip().startswith("Related passages")]
-        parts.extend(f'<div class="rag-note">{html.escape(n, quote=False)}</div>' for n in notes)
+        parts.extend(f'<div class="rag-note">{safe_text(n)}</div>' for n in notes)
     else:
-        parts.append(link_citations(html.escape(answer.text.strip(), quote=False), turn, valid))
+        parts.append(link_citations(answer.text.strip(), turn, valid,
+                                    sources=[e.hit.chunk.text for e in answer.evidence]))
     if answer.removed_sentences and not answer.abstained:
         n = len(answer.removed_sentences)
         parts.append(f'<div class="rag-note">{n} sentence{"s" if n != 1 else ""} without a valid citation '
                      'removed (strict citations).</div>')
     if answer.dropped_citations:
-        dropped = ", ".join(html.escape(d, quote=False) for d in answer.dropped_citations[:5])
+        dropped = ", ".join(safe_text(d) for d in answer.dropped_citations[:5])
         parts.append(f'<div class="rag-note">Ignored citation markers that point at no evidence: {dropped}</div>')
+    if not answer.error:
+        parts.append(copy_control(answer))
     return "\n\n".join(parts)
 
 
 def error_message(text: str) -> str:
     """A readable error in the chat (never a stack trace)."""
-    return f'<div class="rag-error">⚠️ {html.escape(text, quote=False)}</div>'
+    return f'<div class="rag-error">⚠️ {safe_text(text)}</div>'
 
 
 def _find_span(passage: str, quote: str) -> tuple[int, int] | None:
@@ -234,6 +297,12 @@ def evidence_block(answer: Answer, turn: int) -> str:
     return "".join(parts)
 
 
+def last_turn(blocks: list[str]) -> int:
+    """The turn number of the newest evidence block (0 when there is none); older blocks may be capped away."""
+    match = re.search(r'rag-tb-(\d+)', blocks[-1]) if blocks else None
+    return int(match.group(1)) if match else len(blocks)
+
+
 def evidence_panel(blocks: list[str]) -> str:
     """All turns' evidence blocks; the latest is visible, the others open when their citations are clicked."""
     if not blocks:
@@ -248,24 +317,32 @@ def evidence_panel(blocks: list[str]) -> str:
 # Styles for the chat and the evidence panel (installed into <head> by CITATION_JS, so they apply
 # however the app is launched).
 CSS = """
-.rag-cite { display:inline; border:1px solid #7c8cff; background:#eef0ff; color:#2a3bd1; border-radius:4px;
-  padding:0 3px; margin:0 1px; font-size:0.85em; cursor:pointer; line-height:1.3; }
-.rag-cite:hover { background:#d9ddff; }
+.rag-cite { display:inline; border:1px solid var(--color-accent, #7c8cff); background:var(--color-accent-soft, #eef0ff);
+  color:var(--body-text-color, #1f2328); border-radius:4px; padding:0 3px; margin:0 1px; font-size:0.85em;
+  cursor:pointer; line-height:1.3; }
+.rag-cite:hover { filter:brightness(0.92); }
 .rag-panel { font-size:0.92em; }
 .rag-turn.rag-hidden { display:none; }
 .rag-turn-q { font-weight:600; margin:4px 0 8px; }
-.rag-ev { border:1px solid #d0d4dc; border-radius:6px; padding:8px 10px; margin:0 0 10px; background:#fff; color:#1f2328; }
-.rag-ev.cited { border-left:4px solid #7c8cff; }
+.rag-ev { border:1px solid var(--border-color-primary, #d0d4dc); border-radius:6px; padding:8px 10px; margin:0 0 10px;
+  background:var(--block-background-fill, #fff); color:var(--body-text-color, #1f2328); }
+.rag-ev.cited { border-left:4px solid var(--color-accent, #7c8cff); }
 .rag-ev.rag-active { outline:3px solid #f0b400; box-shadow:0 0 0 4px rgba(240,180,0,0.25); }
 .rag-ev-head { font-weight:600; }
-.rag-ev-num { color:#2a3bd1; margin-right:4px; }
-.rag-ev-scores { color:#57606a; font-size:0.85em; margin:2px 0 6px; }
+.rag-ev-num { margin-right:4px; }
+.rag-ev-scores { color:var(--body-text-color-subdued, #57606a); font-size:0.85em; margin:2px 0 6px; }
 .rag-ev-text { white-space:pre-wrap; max-height:18em; overflow-y:auto; }
-.rag-ev-text mark { background:#ffe58a; color:#1f2328; padding:0 1px; }
-.rag-sub { color:#57606a; font-weight:600; margin:12px 0 6px; font-size:0.9em; }
+/* fixed colours in both themes: the HTML block's prose styles would otherwise tint the text in dark mode */
+.rag-ev-text mark { background:#ffe58a !important; color:#1f2328 !important; padding:0 1px; }
+.rag-sub { color:var(--body-text-color-subdued, #57606a); font-weight:600; margin:12px 0 6px; font-size:0.9em; }
 .rag-abstain { background:#fff4e5; border:1px solid #f0b400; color:#5c3d00; border-radius:6px; padding:6px 10px; margin:4px 0; }
 .rag-error { background:#ffebe9; border:1px solid #ff8182; color:#82071e; border-radius:6px; padding:6px 10px; }
-.rag-note { color:#57606a; font-size:0.9em; }
+.dark .rag-abstain { background:#3b2d05; border-color:#b88a00; color:#ffe7a6; }
+.dark .rag-error { background:#4a1218; border-color:#d1242f; color:#ffd8d6; }
+.rag-note { color:var(--body-text-color-subdued, #57606a); font-size:0.9em; }
+.rag-copy { border:1px solid var(--border-color-primary, #d0d4dc); background:transparent; color:var(--body-text-color-subdued, #57606a);
+  border-radius:4px; padding:0 6px; font-size:0.8em; cursor:pointer; margin-top:6px; }
+.rag-copy-src { display:none; }
 """
 
 # Installed once per page: one delegated click handler for every citation button, present or future.
@@ -277,6 +354,17 @@ CITATION_JS = (
     f"  style.textContent = {json.dumps(CSS)};\n"
     "  document.head.appendChild(style);\n"
     "  document.addEventListener('click', (event) => {\n"
+    "    const copy = event.target.closest && event.target.closest('.rag-copy');\n"
+    "    if (copy) {\n"
+    "      event.preventDefault();\n"
+    "      const src = copy.parentElement && copy.parentElement.querySelector('.rag-copy-src');\n"
+    "      const text = src ? src.textContent : '';\n"
+    "      const done = () => { copy.textContent = 'Copied'; setTimeout(() => { copy.textContent = 'Copy'; }, 1500); };\n"
+    "      if (navigator.clipboard && window.isSecureContext) { navigator.clipboard.writeText(text).then(done); }\n"
+    "      else { const ta = document.createElement('textarea'); ta.value = text; document.body.appendChild(ta);\n"
+    "        ta.select(); document.execCommand('copy'); ta.remove(); done(); }\n"
+    "      return;\n"
+    "    }\n"
     "    const btn = event.target.closest && event.target.closest('.rag-cite');\n"
     "    if (!btn) return;\n"
     "    event.preventDefault();\n"

@@ -1,1 +1,25 @@
-"""Answering: the evidence gate, cited answers from an LLM or offline, citation validation."""
+"""Answering: the evidence gate, cited answers from an LLM or offline, citation validation.
+
+`make_answerer` is the one place that picks the answerer from the settings.
+"""
+
+from __future__ import annotations
+
+from rag.answering.extractive import ExtractiveAnswerer
+from rag.answering.llm import LLMAnswerer
+from rag.answering.reader import make_reader_answerer
+from rag.config import Settings
+from rag.embedding import EmbedderProtocol
+from rag.models import Answerer
+
+__all__ = ["Answerer", "ExtractiveAnswerer", "LLMAnswerer", "make_answerer"]
+
+
+def make_answerer(settings: Settings, embedder: EmbedderProtocol | None = None) -> Answerer:
+    """The answerer the settings ask for: the OpenAI-compatible LLM when an endpoint or key is set
+    (`Settings.llm_enabled`), else the offline extractive answerer (scoring with `embedder` when given)."""
+    if settings.llm_enabled:
+        return LLMAnswerer(settings)
+    from rag.answering.reader import make_reader_answerer  # the reader when `reader_model` loads, else sentences
+
+    return make_reader_answerer(settings, embedder)

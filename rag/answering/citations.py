@@ -12,11 +12,13 @@ Evidence numbers are kept as given (no renumbering), so `[n]` always means `Evid
 
 from __future__ import annotations
 
+import bisect
 import re
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from rag.models import Citation, Evidence, SentenceSupport
+from rag.models import Citation, Evidence, Hit, SentenceSupport
+from rag.text import ENGLISH_FUNCTION_WORDS, ENGLISH_NEGATIONS
 
 # A bracketed run short enough to be a citation marker (no nesting, no newline).
 _MARKER_RE = re.compile(r"\[([^\[\]\n]{0,40})\]")
@@ -41,6 +43,7 @@ _SENT_END_RE = re.compile(r"[.!?]+")
 _CLOSERS = "\"'”’)»"
 
 SENTINEL = "INSUFFICIENT_EVIDENCE"
+ABSTAIN_TEXT = "I could not find the answer to this question in your documents."
 _ABSTAIN_PHRASES_RE = re.compile(
     r"insufficient[_ ]evidence"
     r"|cannot (?:be )?answer(?:ed)?\b.{0,40}\b(?:from|based on|using|with) the (?:provided|given|available)"
@@ -52,11 +55,8 @@ _ABSTAIN_PHRASES_RE = re.compile(
 )
 
 _WORD_RE = re.compile(r"\w+", re.UNICODE)
-_STOP = frozenset(
-    """a an and are as at be been but by for from has have had he her his i if in into is it its of on
-    or she so such that the their them then there these they this those to was were which who will with
-    what when where why how does did do can could would should may might""".split()
-)
+# Function words carry no claim; negations are kept because they change what a sentence says.
+_STOP = ENGLISH_FUNCTION_WORDS - ENGLISH_NEGATIONS
 
 
 @dataclass
@@ -114,6 +114,19 @@ def find_markers(text: str) -> list[Marker]:
     return markers
 
 
+def strip_citation_markers(text: str) -> str:
+    """`text` without its citation markers (valid ones, and the whitespace before each), e.g. for claims."""
+    pieces: list[str] = []
+    cursor = 0
+    for marker in find_markers(text):
+        if not marker.valid:
+            continue
+        pieces.append(text[cursor:marker.start].rstrip())
+        cursor = marker.end
+    pieces.append(text[cursor:])
+    return "".join(pieces).strip()
+
+
 def parse_citations(text: str, allowed: Iterable[int] | None = None) -> list[int]:
     """Cited numbers in order of first appearance; only those in `allowed` when given."""
     allow = None if allowed is None else set(allowed)
@@ -133,11 +146,19 @@ def split_sentences(text: str) -> list[tuple[int, int]]:
     surrounding whitespace and cover every non-space character exactly once.
     """
     spans: list[tuple[int, int]] = []
-    inside_marker = [(m.start(), m.end()) for m in _MARKER_RE.finditer(text)]
+    # Marker spans never overlap and come in order, so "is this position inside a marker" is one
+    # binary search (a scan of every marker per sentence end made long replies quadratic).
+    marker_spans = [(m.start(), m.end()) for m in _MARKER_RE.finditer(text)]
+    marker_starts = [a for a, _b in marker_spans]
+
+    def inside_marker(pos: int) -> bool:
+        i = bisect.bisect_left(marker_starts, pos) - 1
+        return i >= 0 and marker_spans[i][0] < pos < marker_spans[i][1]
+
     for block_start, block_end in _blocks(text):
         start = block_start
         for m in _SENT_END_RE.finditer(text, block_start, block_end):
-            if any(a < m.start() < b for a, b in inside_marker):
+            if inside_marker(m.start()):
                 continue  # "[e.g. 1]" : punctuation inside a marker never ends a sentence
             end = m.end()
             if end <= start:
@@ -189,6 +210,26 @@ def sentences(text: str) -> list[str]:
 def is_abstention(text: str) -> bool:
     """True when a model reply says it cannot answer from the evidence (the sentinel or a clear phrase)."""
     return bool(_ABSTAIN_PHRASES_RE.search(text or ""))
+
+
+def strip_sentinel(text: str) -> str:
+    """`text` without the abstention sentinel (a reply that answers part of a question may carry it)."""
+    return text.replace(SENTINEL, "")
+
+
+def abstention_text(related: list[Hit]) -> str:
+    """The abstention message, listing the closest passages as related but not sufficient."""
+    if not related:
+        return ABSTAIN_TEXT
+    lines = [ABSTAIN_TEXT, "", "Related passages (not sufficient to answer):"]
+    for hit in related:
+        c = hit.chunk
+        where = c.file_name or c.file_path.rsplit("/", 1)[-1]
+        if c.page is not None:
+            where += f", p. {c.page}"
+        snippet = " ".join(c.text.split())
+        lines.append(f"- {where}: {snippet[:160]}{'…' if len(snippet) > 160 else ''}")
+    return "\n".join(lines)
 
 
 def content_terms(text: str) -> set[str]:
@@ -266,14 +307,19 @@ def validate_citations(text: str, evidence: list[Evidence], strict: bool = True)
     removed: list[str] = []
     claims_by_number: dict[int, list[str]] = {}
     order: list[int] = []
+    # Markers and their edits are in text order, as are sentences: each sentence takes its slice by
+    # binary search, so validation stays linear in the reply's length (a 300 KB reply once took minutes).
+    marker_starts = [mk.start for mk in markers]
+    marker_edits = list(edits)
+    edit_starts = [a for a, _b, _r in marker_edits]
     for s, e in split_sentences(text):
         cited: list[int] = []
-        for mk in markers:
-            if s <= mk.start < e:
-                for n in kept_numbers_at.get(mk.start, []):
-                    if n not in cited:
-                        cited.append(n)
-        clean = _apply_edits(text[s:e], [(a - s, b - s, r) for a, b, r in edits if s <= a < e]).strip()
+        for mk in markers[bisect.bisect_left(marker_starts, s):bisect.bisect_left(marker_starts, e)]:
+            for n in kept_numbers_at.get(mk.start, []):
+                if n not in cited:
+                    cited.append(n)
+        own_edits = marker_edits[bisect.bisect_left(edit_starts, s):bisect.bisect_left(edit_starts, e)]
+        clean = _apply_edits(text[s:e], [(a - s, b - s, r) for a, b, r in own_edits]).strip()
         clean = _tidy(clean)
         if not clean or not _WORD_RE.search(_MARKER_RE.sub("", clean)):
             continue  # nothing left but punctuation or markers
@@ -377,15 +423,19 @@ def _only_markers(s: str) -> bool:
 
 def _apply_edits(text: str, edits: list[tuple[int, int, str]]) -> str:
     # Later edits may cover earlier ones (a removed sentence covers its markers): drop nested edits.
-    result = text
     spans: list[tuple[int, int, str]] = []
     for a, b, r in sorted(edits, key=lambda x: (x[0], -(x[1] - x[0]))):
         if spans and a < spans[-1][1]:
             continue
         spans.append((a, b, r))
-    for a, b, r in reversed(spans):
-        result = result[:a] + r + result[b:]
-    return result
+    pieces: list[str] = []
+    cursor = 0
+    for a, b, r in spans:  # one pass, joined once: linear in the text, however many edits
+        pieces.append(text[cursor:a])
+        pieces.append(r)
+        cursor = b
+    pieces.append(text[cursor:])
+    return "".join(pieces)
 
 
 def _tidy(s: str) -> str:

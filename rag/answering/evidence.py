@@ -4,8 +4,8 @@ Only gated passages are shown to the answerer and only they may be cited (the al
 caller's ACL already constrained retrieval; the gate adds a relevance floor, a passage cap and a
 prompt token budget.
 
-Default floor (`evidence_min_score = None`) depends on what `Hit.score` measures, because the
-scales are unrelated:
+Default floor (`evidence_min_score = None`) depends on what `Hit.score` measures (`Hit.score_kind`,
+set by the retriever, which knows the mode), because the scales are unrelated:
 - cross-encoder logit (rerank mode, `rerank_score` set): -2.0, i.e. sigmoid ≈ 0.12. MS MARCO
   cross-encoders give clearly irrelevant passages logits around -8..-11 and answer-bearing ones
   positive logits; partial matches sit around -2..0. The gate is deliberately lenient: its job is
@@ -17,6 +17,7 @@ scales are unrelated:
 - BM25 (bm25 mode): > 0, i.e. at least one query term matched.
 - RRF (hybrid mode, and rerank mode with `rerank_fusion_weight` set): no floor — a fused rank score
   says nothing about absolute relevance.
+- unknown (hits built by hand): no floor.
 Set `evidence_min_score` to gate on a calibrated value for your own model and mode.
 """
 
@@ -25,32 +26,23 @@ from __future__ import annotations
 import logging
 from typing import Callable
 
-from rag.models import Evidence, Hit
+from rag.config import Settings
+from rag.models import Evidence, Hit, ScoreKind
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MIN_SCORE: dict[str, float | None] = {
-    "rerank": -2.0,
-    "dense": 0.0,
-    "bm25": 1e-9,
-    "rrf": None,
-    "unknown": None,
+DEFAULT_MIN_SCORE: dict[ScoreKind, float | None] = {
+    ScoreKind.RERANK: -2.0,
+    ScoreKind.DENSE: 0.0,
+    ScoreKind.BM25: 1e-9,
+    ScoreKind.RRF: None,
+    ScoreKind.UNKNOWN: None,
 }
 
 
-def score_kind(hit: Hit) -> str:
-    """What `hit.score` measures: "rerank", "rrf", "dense", "bm25" or "unknown"."""
-    if hit.rerank_score is not None and _same(hit.score, hit.rerank_score):
-        return "rerank"
-    if hit.rerank_score is not None:  # the reranker was fused with the legs (rerank_fusion_weight)
-        return "rrf"
-    if hit.fused_score is not None and _same(hit.score, hit.fused_score):
-        return "rrf"
-    if hit.dense_score is not None and _same(hit.score, hit.dense_score):
-        return "dense"
-    if hit.bm25_score is not None and _same(hit.score, hit.bm25_score):
-        return "bm25"
-    return "unknown"
+def score_kind(hit: Hit) -> ScoreKind:
+    """What `hit.score` measures (a str Enum: "rerank", "rrf", "dense", "bm25" or "unknown")."""
+    return hit.score_kind
 
 
 def default_min_score(hits: list[Hit]) -> float | None:
@@ -60,7 +52,7 @@ def default_min_score(hits: list[Hit]) -> float | None:
     return DEFAULT_MIN_SCORE[score_kind(hits[0])]
 
 
-def select_evidence(hits: list[Hit], settings, count_tokens: Callable[[str], int]) -> list[Evidence]:
+def select_evidence(hits: list[Hit], settings: Settings, count_tokens: Callable[[str], int]) -> list[Evidence]:
     """Gate hits into numbered evidence: score >= floor, at most `evidence_max_passages`,
     passage tokens within `evidence_token_budget`, numbered 1..K in rank order.
 
@@ -94,6 +86,3 @@ def related_passages(hits: list[Hit], n: int = 3) -> list[Hit]:
     """The n closest hits, shown as "related, not sufficient" when the answer abstains."""
     return list(hits[: max(0, n)])
 
-
-def _same(a: float, b: float) -> bool:
-    return abs(a - b) <= 1e-9 * max(1.0, abs(a), abs(b))

@@ -16,26 +16,25 @@ The defaults come from the SQuAD sweep in `evals/extractive_sweep.py` (see its d
 from __future__ import annotations
 
 import math
-import re
 import time
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
-from rag.answering.citations import split_sentences, validate_citations
-from rag.answering.llm import abstention_text
+from rag.answering.citations import abstention_text, split_sentences, validate_citations
+from rag.config import Settings
+from rag.embedding import EmbedderProtocol
+from rag.lexical import BM25Encoder
 from rag.models import Answer, Evidence, Hit
+from rag.text import ENGLISH_QUESTION_WORDS
 
 # Chosen from the SQuAD sweep (evals/extractive_sweep.py); see the module docstring there.
 DEFAULT_MIN_SCORE_LEXICAL = 0.45
 DEFAULT_MIN_SCORE_HYBRID = 0.5
 
 # Question words carry no content to match ("what year" -> only "year" matters).
-_QUESTION_WORDS = frozenset(
-    """what which who whom whose when where why how many much did does do was were is are can could would
-    should has have had kind type name named called the a an of in on to for by with from at""".split()
-)
+_QUESTION_WORDS = ENGLISH_QUESTION_WORDS
 _MIN_SENTENCE_WORDS = 4
 
 
@@ -51,20 +50,13 @@ class ScoredSentence:
     score: float
 
 
-def _default_tokenizer() -> Callable[[str], list[str]]:
-    try:
-        from rag.lexical import BM25Encoder  # the same normalization and stemming as the BM25 leg
-    except ImportError:  # pragma: no cover - lexical.py is part of the product; keep a fallback anyway
-        return lambda text: re.findall(r"\w+", text.lower())
-    return BM25Encoder().tokenize
-
-
 class ExtractiveAnswerer:
     """Answers with the best evidence sentences, verbatim and cited; abstains below a score threshold."""
 
     provider = "extractive"
 
-    def __init__(self, settings=None, embedder=None, min_score: float | None = None, max_sentences: int = 2,
+    def __init__(self, settings: Settings | None = None, embedder: EmbedderProtocol | None = None,
+                 min_score: float | None = None, max_sentences: int = 2,
                  lexical_weight: float = 0.5, relative_floor: float = 0.8) -> None:
         self.settings = settings
         self.embedder = embedder
@@ -74,7 +66,8 @@ class ExtractiveAnswerer:
         self.max_sentences = max(1, int(max_sentences))
         self.lexical_weight = float(lexical_weight) if embedder is not None else 1.0
         self.relative_floor = float(relative_floor)
-        self._tokenize = _default_tokenizer()
+        # The same normalization and stemming as the BM25 leg.
+        self._tokenize: Callable[[str], list[str]] = BM25Encoder().tokenize
         self._question_stop = {t for w in _QUESTION_WORDS for t in self._tokenize(w)} | set(_QUESTION_WORDS)
 
     # --- scoring -------------------------------------------------------------------------------

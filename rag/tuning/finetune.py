@@ -21,6 +21,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from tqdm import tqdm
+
 from rag.tuning.negatives import Triplet, no_duplicate_batches
 
 log = logging.getLogger(__name__)
@@ -62,7 +64,7 @@ class TrainConfig:
 
 
 def _scheduler(optimizer: Any, total: int, warmup_ratio: float) -> Any:
-    import torch
+    import torch  # heavy: imported where training runs, so `rag tune --help` and --apply stay fast
 
     warmup = max(1, int(total * warmup_ratio))
 
@@ -75,8 +77,6 @@ def _scheduler(optimizer: Any, total: int, warmup_ratio: float) -> Any:
 
 
 def _progress(total: int, desc: str, enabled: bool) -> Any:
-    from tqdm import tqdm
-
     return tqdm(total=total, desc=desc, disable=not enabled, unit="step")
 
 
@@ -87,7 +87,7 @@ def train_bi_encoder(model_path: str, triplets: Sequence[Triplet], cfg: TrainCon
     `model` may be a loaded SentenceTransformer to train in place (tests); otherwise it is loaded from
     `model_path`. Returns stats: steps, examples, seconds, first/last loss.
     """
-    import torch
+    import torch  # heavy (with sentence_transformers): imported only when training runs
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
@@ -132,7 +132,7 @@ def train_cross_encoder(init_model_path: str, triplets: Sequence[Triplet], cfg: 
     puts the positive first. Listwise learns the within-list order a reranker is used for, where
     pointwise BCE spends its capacity on absolute scores. Pairs without any negative are skipped.
     """
-    import torch
+    import torch  # heavy (with sentence_transformers): imported only when training runs
     from sentence_transformers import CrossEncoder
 
     torch.manual_seed(cfg.seed)
@@ -191,7 +191,7 @@ def _stats(losses: list[float], examples: int, started: float) -> dict[str, Any]
 
 def _optimisation_step(loss, model, optimizer, scheduler, losses: list[float], bar) -> None:
     """Backward, clip, step, schedule; record the loss on the progress bar."""
-    import torch
+    import torch  # heavy: imported only when training runs
 
     optimizer.zero_grad()
     loss.backward()

@@ -21,6 +21,9 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
+from tqdm import tqdm
+
+from rag.models import SearchFilter
 from rag.tuning.pairs import TrainPair
 
 log = logging.getLogger(__name__)
@@ -91,9 +94,6 @@ def mine_hard_negatives(pairs: Sequence[TrainPair], store: Any, bm25: Any, acl: 
     hits are the likeliest unlabeled positives). A pair without a safe candidate gets `negative=None`
     and trains with in-batch negatives only.
     """
-    from rag.models import SearchFilter
-    from tqdm import tqdm
-
     rng = random.Random(seed)
     flt = SearchFilter(acl=list(acl))
     triplets = []

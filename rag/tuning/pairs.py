@@ -147,7 +147,7 @@ def llm_question_pairs(chunks: Sequence[Any], settings: Any, limit: int) -> list
     if limit <= 0 or not chunks:
         return []
     try:
-        from openai import OpenAI
+        from openai import OpenAI  # a slow import, needed only when LLM questions are enabled
 
         client = OpenAI(base_url=settings.llm_base_url, api_key=settings.resolved_api_key or "none",
                         timeout=settings.llm_timeout_s, max_retries=settings.llm_max_retries)

@@ -1,0 +1,46 @@
+"""Model backends (PyTorch fp32/bf16, ONNX Runtime fp32/int8), their quality guards, and the rerank token budget.
+
+    backend = load_backend("onnx-int8", model_path, role="embedder", cache_dir=default_cache_dir(state_dir))
+    backend.encode(texts, batch_size=32)          # embedder: float32 (n, dim), L2-normalized
+    backend.predict(pairs, batch_size=32)         # reranker: float32 (n,) raw logits
+
+    backend, report = resolve_backend("auto", model_path, "embedder", state_dir)   # probe once, remember
+    vectors_compatible(recorded_backend, current_backend, report)                  # may vectors mix?
+
+Importing this package is cheap: torch, onnxruntime and sentence-transformers load only when a model does.
+"""
+
+from rag.backends.budget import PassageWindower
+from rag.backends.guard import (
+    EMBED_MIN_COSINE,
+    RERANK_MIN_KENDALL_TAU,
+    RERANK_MIN_TOP10_OVERLAP,
+    GuardResult,
+    ProbeReport,
+    check_vectors_compatible,
+    embedding_agreement,
+    kendall_tau,
+    probe_backends,
+    ranking_agreement,
+    remembered_choice,
+    resolve_backend,
+    select_fastest,
+    top_k_overlap,
+    vectors_compatible,
+)
+from rag.backends.runtime import (
+    BACKENDS,
+    OnnxBackend,
+    TorchBackend,
+    check_backend_name,
+    default_cache_dir,
+    load_backend,
+    load_model,
+)
+
+__all__ = [
+    "BACKENDS", "EMBED_MIN_COSINE", "RERANK_MIN_KENDALL_TAU", "RERANK_MIN_TOP10_OVERLAP", "GuardResult", "OnnxBackend",
+    "PassageWindower", "ProbeReport", "TorchBackend", "check_backend_name", "check_vectors_compatible", "default_cache_dir",
+    "embedding_agreement", "kendall_tau", "load_backend", "load_model", "probe_backends", "ranking_agreement",
+    "remembered_choice", "resolve_backend", "select_fastest", "top_k_overlap", "vectors_compatible",
+]

@@ -1,0 +1,107 @@
+"""What the server owns: one Pipeline per collection (models shared), the key store, the job queue and writer.
+
+Built once per process by `ServerState.create` and shared by every route, the OpenAI-compatible API,
+the MCP tools and the mounted UI, so each model is loaded once and the embedded store is opened by
+exactly one process.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ingest.jobs import JobQueue, JobRunner, jobs_db_path
+from rag.access import Caller
+from rag.config import Settings
+from rag.pipeline import Pipeline
+from rag.server.auth import Authenticator, RateLimiter
+from rag.server.errors import ApiError
+from rag.server.keys import KeyStore, keys_db_path
+
+log = logging.getLogger("rag.server")
+
+
+@dataclass
+class ServerState:
+    """The long-lived objects behind every route."""
+
+    settings: Settings
+    pipelines: dict[str, Pipeline]
+    keys: KeyStore
+    jobs: JobQueue
+    runner: JobRunner | None
+    auth: Authenticator
+    ingest_roots: list[Path] = field(default_factory=list)
+    insecure: bool = False
+    mcp: Any = None  # the MCPServer, when MCP is served over HTTP
+
+    @classmethod
+    def create(cls, settings: Settings, collections: list[str] | None = None, ingest_roots: list[str] | None = None,
+               insecure: bool = False, pipeline: Pipeline | None = None, start_writer: bool = True) -> "ServerState":
+        """Open the collections (lazily), the key store and the job queue; start the writer thread."""
+        names = list(dict.fromkeys([settings.collection, *(collections or [])]))
+        primary = pipeline or Pipeline(settings)
+        pipelines = {settings.collection: primary}
+        for name in names[1:]:
+            # Models are shared: a second collection reuses the loaded embedder and reranker.
+            pipelines[name] = Pipeline(settings.replace(collection=name), embedder=primary._embedder,
+                                       reranker=primary._reranker if primary._reranker_loaded else None)
+        keys = KeyStore(keys_db_path(settings.state_dir))
+        limiter = RateLimiter(float(getattr(settings, "server_rate_limit", 20.0)),
+                              float(getattr(settings, "server_rate_burst", 40.0)))
+        auth = Authenticator(keys, list(settings.default_acl), insecure=insecure, limiter=limiter)
+        roots = [Path(r).expanduser().resolve()
+                 for r in dict.fromkeys([*(ingest_roots or []), *(getattr(settings, "ingest_roots", None) or [])])]
+        state = cls(settings=settings, pipelines=pipelines, keys=keys, jobs=JobQueue(jobs_db_path(settings.state_dir)),
+                    runner=None, auth=auth, ingest_roots=roots, insecure=insecure)
+        state.runner = JobRunner(state.jobs, state.run_ingest, follow_symlinks=settings.follow_symlinks)
+        if start_writer:
+            state.runner.start()
+        return state
+
+    @property
+    def upload_root(self) -> Path:
+        return Path(self.settings.upload_dir).expanduser().resolve() / "api"
+
+    def pipeline(self, collection: str | None) -> Pipeline:
+        """The pipeline of `collection` (the default one when None); 404 naming the field when unknown."""
+        name = collection or self.settings.collection
+        found = self.pipelines.get(name)
+        if found is None:
+            raise ApiError(404, "unknown_collection",
+                           f"collection {name!r} is not served here; known: {', '.join(sorted(self.pipelines))}",
+                           field="collection")
+        return found
+
+    def run_ingest(self, collection: str, paths: list[str], acl: list[str] | None, caller: Caller) -> Any:
+        """What the job writer calls: the pipeline's ingest, confined to the ingest roots and the upload folder."""
+        roots = [*self.ingest_roots, self.upload_root]
+        return self.pipeline(collection).ingest(paths, acl=acl, progress=False, caller=caller, roots=roots)
+
+    def warm_up(self) -> None:
+        """Load the embedder (and the reranker when used) before the first request."""
+        primary = self.pipelines[self.settings.collection]
+        try:
+            _ = primary.embedder
+            if self.settings.rerank_enabled and self.settings.mode == "rerank":
+                _ = primary.reranker
+        except Exception as exc:  # noqa: BLE001  (the first request reports it properly)
+            log.warning("model warm-up failed: %s", exc)
+        for pipeline in self.pipelines.values():
+            if pipeline._embedder is None:
+                pipeline._embedder = primary._embedder
+
+    def close(self) -> None:
+        """Stop the writer (after its current file) and close the stores."""
+        if self.runner is not None:
+            self.runner.stop()
+            if self.runner.alive:
+                # Still inside one file's sync: closing the store under it would turn a clean stop into
+                # a failed write. Leave it to process exit; the sync is crash-safe and the job re-queued.
+                log.warning("ingest writer still busy after 30 s; exiting without closing the store "
+                            "(the job is re-run at next start)")
+                return
+        for pipeline in self.pipelines.values():
+            pipeline.close()

@@ -1,0 +1,300 @@
+"""The reader answerer (rag.answering.reader) and its training (rag.tuning.reader).
+
+Two kinds of tests:
+- behaviour that must not depend on model quality (windows, offsets, window edges, no-answer margin, several
+  passages competing, several spans, citations): the real tokenizer with a scripted span head whose logits
+  point at chosen words, so the expected span is known exactly;
+- wiring: a tiny reader trained here on a few hundred SQuAD questions (a few steps, short windows), loaded the
+  way the product loads it, answering with citations inside the allow-list and spans verbatim in the cited
+  passage; and the fallback to the sentence answerer when the reader cannot load.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from types import SimpleNamespace
+
+import pytest
+
+from rag.answering.citations import ABSTAIN_TEXT
+from rag.answering.extractive import ExtractiveAnswerer
+from rag.answering.reader import (ReaderAnswerer, ReaderModel, ReaderUnavailable, answer_spans, load_reader, make_reader_answerer,
+                                  wanted_spans)
+from rag.config import Settings
+from rag.models import Chunk, Evidence, Hit
+from rag.tuning.reader import (ReaderExample, ReaderTrainConfig, build_examples, build_features, load_reader_questions,
+                               locate_answer, train_reader)
+
+FILLER = ("Meadows stretch across the valley while farmers tend their fields and rivers wind slowly toward "
+          "the distant sea. ")
+
+
+def evidence(*texts: str, numbers: list[int] | None = None) -> list[Evidence]:
+    numbers = numbers or list(range(1, len(texts) + 1))
+    out = []
+    for n, text in zip(numbers, texts):
+        chunk = Chunk(id=f"chunk-{n}", text=text, file_path=f"/docs/{n}.md", file_hash="h", file_type="md",
+                      chunk_index=0, chunk_count=1, char_start=0, char_end=len(text), file_name=f"{n}.md")
+        out.append(Evidence(number=n, hit=Hit(chunk=chunk, score=1.0)))
+    return out
+
+
+class ScriptedHead:
+    """Stands in for the QA model: start/end logits point at chosen words, [CLS] gets `null` (split in two).
+
+    Every other token scores -10, so the best span runs from the best start word to the best end word after it.
+    """
+
+    def __init__(self, tokenizer, starts: dict[str, float], ends: dict[str, float], null: float = -20.0) -> None:
+        def ids(words: dict[str, float]) -> dict[int, float]:
+            out = {}
+            for word, score in words.items():
+                (tid,) = tokenizer(word, add_special_tokens=False)["input_ids"]  # one word piece each
+                out[tid] = score
+            return out
+
+        self.starts, self.ends, self.null = ids(starts), ids(ends), null
+
+    def __call__(self, input_ids, **_):
+        import torch
+
+        def logits(table: dict[int, float]):
+            out = torch.full(input_ids.shape, -10.0)
+            for tid, score in table.items():
+                out[input_ids == tid] = score
+            out[:, 0] = self.null / 2
+            return out
+
+        return SimpleNamespace(start_logits=logits(self.starts), end_logits=logits(self.ends))
+
+
+@pytest.fixture(scope="module")
+def scripted(minilm_path):
+    """A ReaderModel with the real MiniLM tokenizer, short windows, and the scripted head."""
+    model = ReaderModel(minilm_path, max_length=64, doc_stride=24, allow_untrained_head=True)
+    model.model = ScriptedHead(model.tokenizer, {"zebra": 5.0, "tiger": 3.0}, {"horse": 5.0, "lion": 3.0})
+    return model
+
+
+def _windows(model: ReaderModel, question: str, passage: str) -> list[tuple[int, int]]:
+    """(first, last) char offsets of the passage covered by each window, as the reader tokenizes it."""
+    enc = model.tokenizer([model._question(question)], [passage], truncation="only_second",
+                          max_length=model.max_length, stride=model.doc_stride, return_overflowing_tokens=True,
+                          return_offsets_mapping=True)
+    spans = []
+    for w, offsets in enumerate(enc["offset_mapping"]):
+        ctx = [offsets[k] for k, sid in enumerate(enc.sequence_ids(w)) if sid == 1]
+        spans.append((ctx[0][0], ctx[-1][1]))
+    return spans
+
+
+# --- behaviour (scripted head) --------------------------------------------------------------------
+
+
+def test_long_passage_is_read_in_windows_and_span_offsets_are_exact(scripted):
+    passage = FILLER * 3 + "Yesterday the zebra horse parade crossed town. " + FILLER * 2
+    question = "What crossed town?"
+    windows = _windows(scripted, question, passage)
+    start = passage.index("zebra horse")
+    assert len(windows) >= 3
+    assert windows[0][1] < start  # not in the first window: found in a later one
+    result = scripted.read(question, [passage])
+    assert result.windows == len(windows)
+    best = result.best
+    assert (best.start, best.end, best.text) == (start, start + len("zebra horse"), "zebra horse")
+    assert passage[best.start:best.end] == best.text
+
+
+def test_span_across_a_window_edge_is_found_whole_in_the_overlapping_window(scripted):
+    question = "What crossed town?"
+    for n in range(0, 60):
+        passage = "word " * n + "zebra horse went home."
+        windows = _windows(scripted, question, passage)
+        s = passage.index("zebra")
+        e = passage.index("horse") + len("horse")
+        if len(windows) > 1 and windows[0][0] <= s < windows[0][1] < e:
+            break  # the first window ends between "zebra" and "horse"
+    else:
+        pytest.fail("no filler length put the span across the first window's edge")
+    best = scripted.read(question, [passage]).best
+    assert (best.start, best.end) == (s, e)
+    assert best.text == "zebra horse"
+
+
+def test_no_answer_margin_forces_abstention(scripted):
+    ev = evidence(FILLER + "The zebra horse is tall.")
+    assert not ReaderAnswerer(model=scripted, no_answer_margin=0.0).answer("What is tall?", ev).abstained
+    # The span scores 10 and [CLS] -20: a margin above the 30-point gap abstains.
+    answer = ReaderAnswerer(model=scripted, no_answer_margin=31.0).answer("What is tall?", ev)
+    assert answer.abstained and answer.citations == [] and answer.text.startswith(ABSTAIN_TEXT)
+    assert answer.provider == "reader"
+    # A [CLS] score above the best span abstains at margin 0 (the model's own "no answer").
+    loud_null = ReaderModel.__new__(ReaderModel)
+    loud_null.__dict__.update(scripted.__dict__)
+    loud_null.model = ScriptedHead(scripted.tokenizer, {"zebra": 5.0}, {"horse": 5.0}, null=12.0)
+    assert ReaderAnswerer(model=loud_null, no_answer_margin=0.0).answer("What is tall?", ev).abstained
+    # No evidence: abstain without reading.
+    assert ReaderAnswerer(model=scripted).answer("What is tall?", []).abstained
+
+
+def test_passages_compete_on_one_scale_and_the_winner_is_cited(scripted):
+    weak = FILLER + "A tiger lion hybrid is called a liger."
+    strong = FILLER + "The zebra horse is an okapi."
+    other = FILLER * 2
+    for texts, numbers, winner in [((weak, strong, other), [3, 7, 9], 7), ((strong, weak, other), [4, 2, 8], 4)]:
+        ev = evidence(*texts, numbers=numbers)
+        answer = ReaderAnswerer(model=scripted).answer("What is an okapi?", ev)
+        assert not answer.abstained
+        assert [c.number for c in answer.citations] == [winner]
+        assert answer_spans(answer.text) == ["zebra horse"]
+        assert f"[{winner}]" in answer.text and "zebra horse" in answer.citations[0].passage
+
+
+def test_answer_quotes_the_span_inside_its_sentence(scripted):
+    ev = evidence("First sentence here. In the park the zebra horse sleeps at noon. Last one.")
+    answer = ReaderAnswerer(model=scripted).answer("Who sleeps?", ev)
+    assert answer.text == "In the park the **zebra horse** sleeps at noon. [1]"
+    assert answer.sentences and all(s.supported for s in answer.sentences)
+
+
+def test_several_spans_when_the_question_asks_for_several_things(scripted):
+    ev = evidence("The zebra horse lives here.", FILLER + "The tiger lion lives there.")
+    both = ReaderAnswerer(model=scripted).answer("Which two animals live here?", ev)
+    assert answer_spans(both.text) == ["zebra horse", "tiger lion"]
+    assert [c.number for c in both.citations] == [1, 2]
+    one = ReaderAnswerer(model=scripted).answer("Which animal lives here?", ev)
+    assert answer_spans(one.text) == ["zebra horse"]
+    assert wanted_spans("Name three rivers") == 3 and wanted_spans("What is it?") == 1
+
+
+def test_spans_that_run_over_a_sentence_end_are_passed_over(scripted):
+    # "zebra. The horse" (10) and "zebra ... lion" (8) score higher but run over sentence ends: the best
+    # one-sentence span wins ("tiger lion", 6).
+    ev = evidence("It was a zebra. The horse ran. A tiger lion slept.")
+    answer = ReaderAnswerer(model=scripted).answer("What slept?", ev)
+    assert answer_spans(answer.text) == ["tiger lion"]
+
+
+# --- training data ---------------------------------------------------------------------------------
+
+
+def test_training_questions_leave_out_the_eval_questions(evaldata):
+    squad = evaldata / "squad"
+    rows = load_reader_questions(squad)
+    held = [json.loads(line) for line in (squad / "questions.jsonl").read_text(encoding="utf-8").splitlines() if line]
+    held_ids = {r["id"] for r in held}
+    held_q = {" ".join(r["question"].lower().split()) for r in held}
+    assert rows and not {r["id"] for r in rows} & held_ids
+    assert not {" ".join(r["question"].lower().split()) for r in rows} & held_q
+    assert len(load_reader_questions(squad, limit=50, seed=1)) == 50
+
+
+def test_answer_location_and_window_targets(minilm_path):
+    from transformers import AutoTokenizer
+
+    assert locate_answer("Paris is in France.", "france") == 12
+    assert locate_answer("Paris is in France.", "Spain") is None
+    tok = AutoTokenizer.from_pretrained(minilm_path)
+    context = FILLER * 4 + "The treaty was signed in Lisbon in 2007. " + FILLER * 2
+    rows = [{"id": "a", "question": "Where was it signed?", "answers": ["Lisbon"], "is_impossible": False,
+             "paragraph": context},
+            {"id": "b", "question": "Who cried?", "answers": [], "is_impossible": True, "paragraph": context},
+            {"id": "c", "question": "Lost?", "answers": ["not in the text"], "is_impossible": False,
+             "paragraph": context}]
+    examples, skipped = build_examples(rows)
+    assert skipped == 1 and [e.id for e in examples] == ["a", "b"]
+    assert isinstance(examples[0], ReaderExample) and examples[0].answer_text == "Lisbon"
+    feats = build_features(tok, examples, max_length=64, doc_stride=24)
+    targets = [(s, e) for s, e in zip(feats["start_positions"], feats["end_positions"])]
+    n_a = sum(1 for ids in feats["input_ids"] if ids)  # every window
+    assert n_a > 4  # long context -> several windows per question
+    hits = [tok.decode(feats["input_ids"][i][s:e + 1]) for i, (s, e) in enumerate(targets) if s > 0]
+    assert hits and set(hits) == {"lisbon"}  # answer windows target exactly the answer; others [CLS]
+    assert sum(1 for s, _ in targets if s == 0) >= len(targets) - len(hits)
+
+
+# --- a tiny trained reader (wiring) --------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_reader(tmp_path_factory, evaldata, minilm_path):
+    """A MiniLM reader trained for a few steps on a few hundred SQuAD questions (wiring, not quality)."""
+    rows = load_reader_questions(evaldata / "squad", limit=240, seed=3)
+    out = tmp_path_factory.mktemp("reader")
+    cfg = ReaderTrainConfig(batch_size=8, max_length=128, doc_stride=48, max_steps=6, lr=1e-4)
+    report = train_reader(rows, evaldata / "squad" / "docs", minilm_path, out, cfg, progress=False)
+    return out, report
+
+
+def test_training_saves_a_loadable_reader(tiny_reader):
+    out, report = tiny_reader
+    assert report.steps == 6 and report.questions == 240 and report.features >= report.examples
+    assert (out / "config.json").is_file() and (out / "reader_train.json").is_file()
+    assert json.loads((out / "reader_train.json").read_text())["config"]["max_length"] == 128
+    assert load_reader(str(out)) is load_reader(str(out))  # loads once per process
+
+
+def test_trained_reader_cites_inside_the_allow_list_and_quotes_verbatim(tiny_reader, evaldata):
+    out, _ = tiny_reader
+    settings = Settings(reader_model=str(out), reader_no_answer_margin=-1e9)  # always answer: test every span
+    answerer = make_reader_answerer(settings)
+    assert isinstance(answerer, ReaderAnswerer)
+    rows = [json.loads(line) for line in (evaldata / "squad" / "questions.jsonl").read_text(encoding="utf-8")
+            .splitlines()[:12]]
+    paragraphs = sorted({r["paragraph"] for r in rows})
+    for row in rows:
+        ev = evidence(*paragraphs[:3], row["paragraph"], numbers=[5, 2, 11, 8])
+        answer = answerer.answer(row["question"], ev)
+        assert not answer.abstained and answer.provider == "reader"
+        allowed = {e.number for e in ev}
+        cited = [c.number for c in answer.citations]
+        assert cited and set(cited) <= allowed
+        passages = {e.number: " ".join(e.chunk.text.split()) for e in ev}
+        for span in answer_spans(answer.text):
+            assert any(" ".join(span.split()) in passages[n] for n in cited), (span, cited)
+    # A threshold no span can clear: abstains.
+    strict = ReaderAnswerer(model=answerer.model, no_answer_margin=1e9)
+    assert strict.answer(rows[0]["question"], evidence(rows[0]["paragraph"])).abstained
+
+
+def test_fallback_to_the_sentence_answerer_when_the_reader_cannot_load(tmp_path, caplog, minilm_path):
+    missing = tmp_path / "no-such-reader"
+    with caplog.at_level(logging.WARNING, logger="rag.answering.reader"):
+        answerer = make_reader_answerer(Settings(reader_model=str(missing)))
+    assert isinstance(answerer, ExtractiveAnswerer)
+    assert any("no-such-reader" in r.getMessage() and "sentence answerer" in r.getMessage() for r in caplog.records)
+    # A folder that is not a QA checkpoint fails the same way.
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "config.json").write_text("{}")
+    assert isinstance(make_reader_answerer(Settings(reader_model=str(tmp_path / "junk"))), ExtractiveAnswerer)
+    # A backbone without a trained span head would answer noise: refused too.
+    with pytest.raises(ReaderUnavailable, match="no trained span head"):
+        ReaderModel(minilm_path)
+    # `none` keeps the sentence answerer without a warning.
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="rag.answering.reader"):
+        assert isinstance(make_reader_answerer(Settings(reader_model="none")), ExtractiveAnswerer)
+    assert not caplog.records
+    answer = make_reader_answerer(Settings(reader_model=str(missing))).answer(
+        "What is tall?", evidence("The horse is the tallest living animal on land."))
+    assert answer.provider == "extractive"
+
+
+def test_the_product_factory_picks_the_reader_or_falls_back(tiny_reader, tmp_path):
+    from rag.answering import make_answerer
+
+    out, _ = tiny_reader
+    assert isinstance(make_answerer(Settings(llm_provider="extractive", reader_model=str(out))), ReaderAnswerer)
+    assert isinstance(make_answerer(Settings(llm_provider="extractive", reader_model="none")), ExtractiveAnswerer)
+    fallback = make_answerer(Settings(llm_provider="extractive", reader_model=str(tmp_path / "missing")))
+    assert isinstance(fallback, ExtractiveAnswerer)
+
+
+def test_rag_tune_reader_cli_needs_a_dataset_and_an_output(tmp_path, capsys):
+    from rag.cli import main
+
+    assert main(["tune", "--reader", "--out", str(tmp_path / "r")]) != 0
+    assert "--train" in capsys.readouterr().err
+    assert main(["tune", "--reader", "--train", str(tmp_path)]) != 0
+    assert "--out" in capsys.readouterr().err
