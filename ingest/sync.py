@@ -416,6 +416,7 @@ class FolderSync:
                 page_numbers=list(draft.page_numbers),
                 section=draft.section,
                 element_types=list(draft.element_types),
+                boxes=[list(b) for b in draft.boxes],
                 acl=self.acl,
                 ingested_at=ingested_at,
                 token_count=draft.token_count,

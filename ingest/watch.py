@@ -296,13 +296,14 @@ class FolderWatcher:
     def wait_idle(self, timeout: float = 30.0) -> bool:
         """Block until nothing is pending or syncing (True), or `timeout` passed (False). For tests and tools."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        while True:
             with self._lock:
                 busy = any(s.pending or s.full or s.in_flight for s in self._states.values())
             if not busy:
                 return True
+            if time.monotonic() >= deadline:
+                return False
             time.sleep(0.05)
-        return False
 
     # -- status ------------------------------------------------------------------------------------------
     def status(self) -> list[dict[str, Any]]:

@@ -41,6 +41,12 @@ class Settings:
     embed_device: str = "cpu"
     rerank_model: str = "cross-encoder/ms-marco-MiniLM-L-6-v2"  # "none" turns reranking off
     rerank_batch_size: int = 32
+    # Model backends (rag.backends): torch-fp32 (today's path) | torch-bf16 | onnx-fp32 | onnx-int8 | auto = the
+    # fastest one passing the quality guard on this CPU, probed once and remembered in <state_dir>/model_backends.json.
+    embed_backend: str = "torch-fp32"
+    rerank_backend: str = "torch-fp32"
+    # Cross-encoder token budget (question + the passage's best-matching window); unset = the model's max length.
+    rerank_max_tokens: int | None = None
 
     # Chunking (tokens of the embedding model's own tokenizer).
     chunk_tokens: int = 256
@@ -278,6 +284,12 @@ def validate(settings: Settings) -> None:
                           "or leave it unset to order by the cross-encoder alone")
     if settings.max_question_chars <= 0:
         raise ConfigError(f"setting 'max_question_chars' is {settings.max_question_chars}; it must be positive")
+    for name in ("embed_backend", "rerank_backend"):
+        if getattr(settings, name) not in ("auto", "torch-fp32", "torch-bf16", "onnx-fp32", "onnx-int8"):
+            raise ConfigError(f"setting {name!r} is {getattr(settings, name)!r}; use auto, torch-fp32, torch-bf16, "
+                              "onnx-fp32 or onnx-int8")
+    if settings.rerank_max_tokens is not None and settings.rerank_max_tokens < 32:
+        raise ConfigError(f"setting 'rerank_max_tokens' is {settings.rerank_max_tokens}; use at least 32 or leave it unset")
     if settings.rrf_k <= 0:
         raise ConfigError(f"setting 'rrf_k' is {settings.rrf_k}; it must be positive")
     if settings.top_k <= 0 or settings.leg_limit <= 0 or settings.rerank_top_m <= 0:

@@ -18,10 +18,16 @@ Two ways, tried in this order:
      "are there any"), not expletive "it" ("how long does it take"), and not a pronoun whose antecedent
      is a name earlier in the same question ("What did Tesla's father promise him");
    - or nothing searchable at all ("Why?", "When was that?").
-   Then only the previous turn's *topic* is merged — its names (capitalised spans) or, without names, its
-   rarest content words — never the whole previous sentence, which would drag the search toward the
-   previous answer. The topic replaces the anaphor ("its growth" -> "Warsaw's growth") so both the dense
-   and the BM25 leg see the question as if it had been typed standalone.
+   Then only the previous turn's *topic* is merged — one of its names (capitalised spans; with `idf`, the one
+   the collection mentions most), or without names up to three content words (with `idf`, the recurring
+   ones) — never the whole previous sentence, which would drag the search toward the previous answer. The
+   topic replaces the anaphor ("its growth" -> "Warsaw's growth") so both the dense and the BM25 leg see the
+   question as if it had been typed standalone. A he/she pronoun never takes a place-like name ("Charles
+   River") as its topic.
+
+   Measured on SQuAD conversations (evals/conversation_eval.py, held-out articles): follow-ups find their gold
+   passage 0.952x as often as their standalone wording, topic switches 0.985x as often as with no history
+   (full set: 0.962x, 0.993x; the old rule: 0.954x, 0.926x).
 
 Why not the old rule (any question of <= 4 words, or containing "it", "there", "and", "this": prepend
 the previous question)? It hijacked ordinary questions ("What is LayoutParser?" after a hockey question
@@ -160,8 +166,8 @@ def names(text: str, sentence_start: bool = True) -> list[str]:
             first = True  # a fragment ("Krakow" after "what about"): its capital is not sentence case
         else:
             first = i == 0 and (toks[0][:1].isupper() and _base(toks[0]) not in STOPWORDS
-                            and (toks[0].lower().endswith(("'s", "’s"))
-                                 or (len(toks) > 1 and _is_name_word(toks[1], 1))))
+                                and (toks[0].lower().endswith(("'s", "’s"))
+                                     or (len(toks) > 1 and _is_name_word(toks[1], 1))))
         if first or _is_name_word(toks[i], i):
             j = i + 1
             while j < len(toks) and not toks[j - 1].lower().endswith(("'s", "’s")):  # "Warsaw's | Museum"
@@ -197,7 +203,6 @@ _POSSESSIVE = frozenset({"its", "their", "his", "her", "theirs", "hers"})
 def find_anaphors(question: str) -> list[_Anaphor]:
     """Words of `question` that point back at something the question does not name (see module docstring)."""
     toks = words(question)
-    low = [_base(t) for t in toks]
     raw_low = [t.lower() for t in toks]
     out: list[_Anaphor] = []
     for i, w in enumerate(raw_low):
@@ -214,14 +219,11 @@ def find_anaphors(question: str) -> list[_Anaphor]:
                     and prev not in {"of", "about", "in", "on", "for", "with", "by", "from", "to", "at", "after",
                                      "before", "during", "like"}:
                 continue  # "the river that flows ...", "said that ...": a relative pronoun or conjunction
-            if w == "that" and nxt in {"is", "was", "are", "were"} and prev in _QUESTION_WORDS and nxt2 in {"the", "a", "an"}:
-                continue  # "What is that the ..." is rare; "Who was that the ..." likewise: keep conservative
             out.append(_Anaphor(i, toks[i], "demonstrative"))
         elif w == "there":
             if nxt in _BE_FORMS or nxt in _MODALS or prev in _BE_FORMS or prev in _MODALS or i == 0:
                 continue  # existential: "are there", "will there be", "there were", "There are ... for what?"
             out.append(_Anaphor(i, toks[i], "there"))
-    del low
     return out
 
 
@@ -271,11 +273,11 @@ def is_follow_up(question: str, idf: Callable[[str], float] | None = None, commo
     content = content_words(q)
     if not content:
         return FollowUp(True, "no searchable words of its own")
-    if idf is not None and all(idf(t) < common_idf for t in content) and not names(q):
-        return FollowUp(True, "only common words of its own")
     for anaphor in find_anaphors(q):
         if not _antecedent_in_question(q, anaphor):
             return FollowUp(True, f"{anaphor.kind} {anaphor.word!r} without a referent in the question", anaphor)
+    if idf is not None and all(idf(t) < common_idf for t in content) and not names(q):
+        return FollowUp(True, "only common words of its own")
     return FollowUp(False, "standalone")
 
 

@@ -59,6 +59,8 @@ class Embedder:
             raise ModelLoadError(f"embedding model {model_name!r} does not report its output dimension; "
                                  "use a sentence-transformers model with a pooling layer")
         self.dimension: int = int(dim)
+        # Which rag.backends backend runs the model (torch-fp32 unless a setting chose another).
+        self.backend: str = getattr(model, "kind", "torch-fp32")
         # The chunker keeps chunks below max_tokens - 2 so the model's [CLS]/[SEP] still fit.
         self.max_tokens: int = int(model.max_seq_length or 512)
         # Tokenizers and torch modules are not guaranteed thread-safe (the UI calls from threads), so
@@ -113,18 +115,23 @@ def _model_dimension(model: Any) -> int | None:
     return getter()
 
 
-def load_embedder(model_name: str, query_instruction: str = "", batch_size: int = 32, device: str = "cpu") -> Embedder:
+def load_embedder(model_name: str, query_instruction: str = "", batch_size: int = 32, device: str = "cpu",
+                  backend: str = "torch-fp32", state_dir: str = ".rag") -> Embedder:
     """Load a sentence-transformers model (a Hub name or a local path), once per process per arguments.
 
     Raises ModelLoadError naming the model and what to do when it cannot be loaded (no network to
     download it, a missing local path, files that are not a sentence-transformers model).
     """
     # Normalize before the cache so positional and keyword calls share one entry.
-    return _load_embedder_cached(str(model_name), query_instruction or "", int(batch_size), str(device))
+    backend = str(backend or "torch-fp32")
+    # The state dir only matters to other backends (their ONNX cache and probe record): keep one fp32 entry.
+    return _load_embedder_cached(str(model_name), query_instruction or "", int(batch_size), str(device),
+                                 backend, str(state_dir) if backend != "torch-fp32" else ".rag")
 
 
 @functools.lru_cache(maxsize=8)
-def _load_embedder_cached(model_name: str, query_instruction: str, batch_size: int, device: str) -> Embedder:
+def _load_embedder_cached(model_name: str, query_instruction: str, batch_size: int, device: str,
+                          backend: str = "torch-fp32", state_dir: str = ".rag") -> Embedder:
     looks_like_path = model_name.startswith(("/", ".", "~"))
     if looks_like_path and not os.path.exists(os.path.expanduser(model_name)):
         raise ModelLoadError(
@@ -147,6 +154,12 @@ def _load_embedder_cached(model_name: str, query_instruction: str, batch_size: i
             f"cannot load embedding model {model_name!r} ({hint}); download it once with network access, "
             "or set RAG_EMBED_MODEL to a local sentence-transformers model folder"
         ) from exc
+    if backend != "torch-fp32":
+        # rag.backends: bf16 autocast or an ONNX Runtime export (onnxruntime imported only for ONNX kinds);
+        # "auto" probes the fastest backend that passes the quality guard once and remembers it.
+        from rag.backends import resolve_backend
+
+        model, _report = resolve_backend(backend, model_name, "embedder", state_dir, model=model)
     return Embedder(model, model_name, query_instruction=query_instruction, batch_size=batch_size)
 
 
@@ -157,4 +170,6 @@ def embedder_from_settings(settings: Settings) -> Embedder:
         settings.resolved_query_instruction(),
         settings.embed_batch_size,
         settings.embed_device,
+        backend=getattr(settings, "embed_backend", "torch-fp32"),
+        state_dir=settings.state_dir,
     )

@@ -85,6 +85,10 @@ class Chunk:
     ingested_at: str = ""  # ISO 8601 UTC
     token_count: int = 0
     file_name: str = ""  # base name, for display and filtering
+    # Where the passage sits on its pages (formats with a layout, e.g. PDF): [page, x0, y0, x1, y1] per
+    # element it overlaps, x/y as fractions of the displayed page, origin top-left. The source viewer
+    # highlights these; empty for formats without layout and for collections indexed before boxes existed.
+    boxes: list[list[float]] = field(default_factory=list)
 
     def to_payload(self) -> dict[str, Any]:
         """The Qdrant payload (every field but the id)."""
@@ -232,6 +236,10 @@ class Answer:
     provider: str = "extractive"
     error: str | None = None  # LLM failure message; evidence is still returned
     timings_ms: dict[str, float] = field(default_factory=dict)
+    # The query actually searched (the question itself, or a follow-up made standalone: rag.conversation) and
+    # how it was obtained ({"method": "none"|"rule"|"llm", "rewritten", "reason", ...}), for the UI/API/CLI to show.
+    searched_query: str = ""
+    query_rewrite: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -247,6 +255,8 @@ class Answer:
             "removed_sentences": self.removed_sentences,
             "dropped_citations": self.dropped_citations,
             "timings_ms": self.timings_ms,
+            "searched_query": self.searched_query or self.question,
+            "query_rewrite": self.query_rewrite,
         }
 
 

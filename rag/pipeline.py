@@ -22,16 +22,19 @@ from rag.access import AccessDenied, Action, Caller, Role
 from rag.answering import make_answerer
 from rag.answering.evidence import related_passages, select_evidence
 from rag.config import Settings, load_settings
+from rag.conversation import Rewrite, condense, condenser_from_settings, idf_from_counts
 from rag.embedding import Embedder, EmbedderProtocol, embedder_from_settings
 from rag.errors import RagError
 from rag.models import Answer, Answerer, Chunk, Mode, SearchFilter, SearchResult
 from rag.rerank import Reranker, load_reranker
 from rag.retriever import HybridRetriever, RetrievalConfig
+from rag.sources import PageImage, SourceFile, SourceNotFound, SourceText, SourceViewer
 from rag.store import Store, open_store
 
 log = logging.getLogger(__name__)
 
 Message = dict  # {"role": "user"|"assistant", "content": str}
+MIN_CHUNKS_FOR_IDF = 50  # smallest collection whose BM25 IDF guides the follow-up rule (Pipeline.condense_question)
 
 
 class Pipeline:
@@ -62,6 +65,8 @@ class Pipeline:
         self._components_lock = threading.RLock()
         self._writer_lock = threading.Lock()
         self._readers = _ReaderCount()
+        # Set by whoever runs an ingest.watch.FolderWatcher on this collection (rag serve --watch): its status().
+        self.watch_status: Callable[[], list[dict[str, Any]]] | None = None
 
     # -- components (lazy) ---------------------------------------------------------------------
     @property
@@ -207,20 +212,42 @@ class Pipeline:
         else the offline reader or sentence answerer."""
         return make_answerer(self.settings, self.embedder)
 
+    def condense_question(self, question: str, history: list[Message], flt: SearchFilter | None = None,
+                          caller: Caller | None = None) -> Rewrite:
+        """The query to search for `question` in a conversation (rag.conversation.condense): the LLM condenser
+        when an LLM is configured (one short call, checked, falling back to the rule), else the follow-up rule.
+
+        The rule gets the collection's BM25 IDF, counted over the chunks this caller can see (a BM25-only
+        search per word, cached per question), so a hidden document never shapes a visible rewrite.
+        """
+        if not any(isinstance(m, dict) and m.get("role") == "user" and m.get("content") for m in history or []):
+            return Rewrite((question or "").strip(), False, "none", "no earlier question")
+        caller = self._caller(caller, flt)
+        total = self.store.count(caller.search_filter(flt)) if self.store.info() is not None else 0
+
+        def doc_count(word: str) -> int:
+            return len(self.search(word, k=1000, mode=Mode.BM25, flt=flt, caller=caller).hits)
+
+        # Below a few dozen chunks every word is "common" and IDF says nothing about the topic: rule without it.
+        idf = idf_from_counts(doc_count, total) if total >= MIN_CHUNKS_FOR_IDF else None
+        return condense(question, history, llm=condenser_from_settings(self.settings), idf=idf)
+
     def ask(self, question: str, flt: SearchFilter | None = None,
             on_token: Callable[[str], None] | None = None, history: list[Message] | None = None,
             mode: Mode | str | None = None, caller: Caller | None = None) -> Answer:
         """Answer a question from allow-listed evidence with validated citations, or abstain; needs Action.ASK.
 
         With a conversation `history`, the follow-up is made standalone before retrieval
-        (see `standalone_question`); the answer itself is built from the retrieved evidence only.
+        (see `condense_question`); the answer itself is built from the retrieved evidence only, and carries the
+        searched query (`Answer.searched_query`, `Answer.query_rewrite`) so front ends can show it.
         A question longer than the `max_question_chars` setting is refused with a RagError naming it.
         """
         caller = self._caller(caller, flt)
         caller.require(Action.ASK)
         check_question(question, self.settings.max_question_chars)
         started = time.perf_counter()
-        query = standalone_question(question, history or [])
+        rewrite = self.condense_question(question, history or [], flt=flt, caller=caller)
+        query = rewrite.query
         with self._readers.active():
             result = self.search(query, mode=mode, k=max(self.settings.top_k, self.settings.evidence_max_passages),
                                  flt=flt, caller=caller)
@@ -228,6 +255,8 @@ class Pipeline:
             related = related_passages(result.hits)
             answer = self.answerer().answer(query, evidence, on_token=on_token, related=related)
         answer.question = question
+        answer.searched_query = query
+        answer.query_rewrite = rewrite.to_dict()
         answer.timings_ms = {**result.timings_ms, **answer.timings_ms,
                              "total_with_answer": round((time.perf_counter() - started) * 1000, 2)}
         return answer
@@ -262,6 +291,9 @@ class Pipeline:
             "chunks_per_file_type": dict(sorted(by_type.items())),
             "acl_labels": sorted(labels),
             "disk_bytes": self.store.disk_bytes() if info else 0,
+            # Folders kept in sync and when each last synced; a caller sees the folders whose labels it holds.
+            "watched_folders": [f for f in (self.watch_status() if self.watch_status else [])
+                                if caller.role is Role.ADMIN or caller.sees(f["acl"] or self.settings.default_acl)],
         }
 
     def list_files(self, caller: Caller | None = None) -> list[dict[str, Any]]:
@@ -311,6 +343,46 @@ class Pipeline:
             if self._store is not None:
                 self._store.close()
                 self._store = None
+
+    # -- source viewer (rag.sources): every method resolves a chunk id the caller can see first -----
+    @property
+    def sources(self) -> SourceViewer:
+        """The page renderer / text extractor behind the source viewer (created on first use, caches inside)."""
+        with self._components_lock:
+            viewer = getattr(self, "_sources", None)
+            if viewer is None:
+                viewer = self._sources = SourceViewer(self._document_text)
+            return viewer
+
+    def _document_text(self, path: Path) -> str:
+        """A file's extracted text exactly as chunk spans index it (re-parsed with this collection's settings)."""
+        from ingest.chunking import extracted_text  # lazy: the parsers load only when a text is viewed
+        from ingest.loaders import parse_file
+
+        return extracted_text(parse_file(path, self.settings))
+
+    def source_chunk(self, chunk_id: str, caller: Caller | None = None) -> Chunk:
+        """The chunk a source request names, if the caller can see it; needs Action.READ_SOURCE.
+
+        A missing id, a malformed one and one the caller cannot see all raise the same SourceNotFound,
+        so the answer reveals nothing. The file served is always this chunk's own indexed `file_path`.
+        """
+        chunk = self.get_chunk(chunk_id, caller=caller)
+        if chunk is None:
+            raise SourceNotFound("no such passage")
+        return chunk
+
+    def source_page(self, chunk_id: str, page: int | None = None, caller: Caller | None = None) -> PageImage:
+        """Page `page` (default: the passage's first page) of the passage's PDF as PNG, passage highlighted."""
+        return self.sources.page(self.source_chunk(chunk_id, caller), page)
+
+    def source_text(self, chunk_id: str, caller: Caller | None = None) -> SourceText:
+        """The passage's document text and the passage's span in it."""
+        return self.sources.text(self.source_chunk(chunk_id, caller))
+
+    def source_file(self, chunk_id: str, caller: Caller | None = None) -> SourceFile:
+        """The passage's original file, for download (checked to hold the indexed bytes)."""
+        return self.sources.file(self.source_chunk(chunk_id, caller))
 
 
 class _ReaderCount:

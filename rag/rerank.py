@@ -36,7 +36,8 @@ class RerankerProtocol(Protocol):
 class Reranker:
     """A cross-encoder that scores how well each text answers a query (higher = more relevant)."""
 
-    def __init__(self, model_name: str, batch_size: int = 32, device: str = "cpu") -> None:
+    def __init__(self, model_name: str, batch_size: int = 32, device: str = "cpu", backend: str = "torch-fp32",
+                 state_dir: str = ".rag", max_tokens: int | None = None) -> None:
         if batch_size <= 0:
             raise ValueError(f"rerank batch size must be positive (setting 'rerank_batch_size'), got {batch_size}")
         self.model_name = model_name
@@ -44,6 +45,21 @@ class Reranker:
         self.device = device
         self._model = _load_cross_encoder(model_name, device)
         self.max_length: int = int(_get_max_length(self._model))
+        self.backend = "torch-fp32"
+        if backend != "torch-fp32":
+            # rag.backends: bf16 autocast or ONNX Runtime (exported from this loaded instance, so a fresh head
+            # is exported as loaded); "auto" probes the fastest backend that passes the ranking guard once.
+            from rag.backends import resolve_backend
+
+            self._model, _report = resolve_backend(backend, model_name, "reranker", state_dir, model=self._model)
+            self.backend = self._model.kind
+        # Token budget: the question plus each passage's best-matching window instead of its first tokens.
+        self.max_tokens = min(int(max_tokens), self.max_length) if max_tokens else None
+        self._windower = None
+        if self.max_tokens:
+            from rag.backends.budget import PassageWindower
+
+            self._windower = PassageWindower(self._model.tokenizer, self.max_tokens)
         # Tokenizers and torch modules are not guaranteed thread-safe; the UI may call from threads.
         self._lock = threading.Lock()
 
@@ -63,7 +79,7 @@ class Reranker:
             return []
         import torch
 
-        pairs = [(query, text) for text in texts]
+        pairs = self._windower.pairs(query, texts) if self._windower else [(query, text) for text in texts]
         with self._lock:
             scores = self._model.predict(
                 pairs,
@@ -137,8 +153,10 @@ def _set_max_length(model: Any, value: int) -> None:
 
 
 @functools.lru_cache(maxsize=4)
-def _cached_reranker(model_name: str, batch_size: int, device: str) -> Reranker:
-    return Reranker(model_name, batch_size=batch_size, device=device)
+def _cached_reranker(model_name: str, batch_size: int, device: str, backend: str = "torch-fp32", state_dir: str = ".rag",
+                     max_tokens: int | None = None) -> Reranker:
+    return Reranker(model_name, batch_size=batch_size, device=device, backend=backend, state_dir=state_dir,
+                    max_tokens=max_tokens)
 
 
 def load_reranker(settings: Settings) -> Reranker | None:
@@ -149,4 +167,8 @@ def load_reranker(settings: Settings) -> Reranker | None:
     """
     if not settings.rerank_enabled:
         return None
-    return _cached_reranker(settings.rerank_model.strip(), int(settings.rerank_batch_size), settings.embed_device)
+    backend = getattr(settings, "rerank_backend", "torch-fp32")
+    # The state dir only matters to other backends (their ONNX cache and probe record): keep one fp32 entry.
+    return _cached_reranker(settings.rerank_model.strip(), int(settings.rerank_batch_size), settings.embed_device,
+                            backend, settings.state_dir if backend != "torch-fp32" else ".rag",
+                            getattr(settings, "rerank_max_tokens", None))

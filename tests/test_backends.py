@@ -193,3 +193,29 @@ def test_agreement_measures_and_backend_names():
         check_backend_name("tensorrt", "rerank_backend")
     with pytest.raises(ConfigError, match="cache directory"):
         load_backend("onnx-fp32", "unused", "embedder", cache_dir=None, model=object())
+
+
+def test_embedder_and_reranker_take_a_backend_setting(minilm_path, state_dir, embed_backends):
+    """The product's Embedder/Reranker run a backend from settings; torch-fp32 stays the default."""
+    from rag.config import Settings, validate
+    from rag.embedding import embedder_from_settings, load_embedder
+    from rag.rerank import Reranker
+
+    settings = Settings(embed_model=minilm_path, rerank_model=minilm_path, state_dir=str(state_dir),
+                        embed_backend="onnx-int8", rerank_max_tokens=64)
+    validate(settings)
+    assert Settings().embed_backend == "torch-fp32" and Settings().rerank_max_tokens is None
+    with pytest.raises(ConfigError, match="embed_backend"):
+        validate(Settings(embed_backend="fp8"))
+    embedder = embedder_from_settings(settings)
+    assert embedder.backend == "onnx-int8" and embedder.dimension == 384
+    reference = load_embedder(minilm_path)
+    assert reference.backend == "torch-fp32"
+    texts = EMBED_PROBE[:4]
+    assert embedding_agreement(reference.embed_passages(texts), embedder.embed_passages(texts))["min_cosine"] >= 0.99
+    assert float(embedder.embed_query("who built it?") @ reference.embed_query("who built it?")) >= 0.99
+
+    reranker = Reranker(minilm_path, backend="torch-bf16", state_dir=str(state_dir), max_tokens=64)
+    assert reranker.backend == "torch-bf16" and reranker.max_tokens == 64
+    scores = reranker.score("Who discovered polonium?", [EMBED_PROBE[0], "Marie Curie discovered polonium."])
+    assert len(scores) == 2 and all(np.isfinite(scores))

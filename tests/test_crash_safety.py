@@ -147,6 +147,7 @@ def _signature(points: dict[str, dict]) -> set[tuple]:
     return {(i, p["file_path"], p["file_hash"], p["chunk_index"], p["chunk_count"]) for i, p in points.items()}
 
 
+@pytest.mark.slow  # six `rag ingest` processes, five killed mid-run
 def test_kill_9_during_ingest_then_rerun_equals_clean_ingest(tmp_path, evaldata, minilm_path, settings, embedder):
     folder = tmp_path / "docs"
     folder.mkdir()

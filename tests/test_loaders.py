@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from ingest.chunking import extracted_text
-from ingest.loaders import FileParseError, NeedsOCRError, ParsedDocument, configure_offline, parse_file, supported
+from ingest.loaders import FileParseError, NeedsOCRError, configure_offline, parse_file, supported
 from ingest.loaders import ocr
 from rag.errors import ParseError
 from tests.docgen import docs_mixed_files, make_bad_files, make_pdf, parse_cached
@@ -74,7 +74,7 @@ def test_expected_table_covers_every_docs_mixed_file(evaldata):
 def test_each_format_parses_with_expected_content(evaldata, name):
     path = evaldata / "docs-mixed" / "files" / name
     doc = parse_cached(str(path))
-    assert isinstance(doc, ParsedDocument)
+    assert Path(doc.path).name == name  # the parse of this very file (cached per process)
     assert doc.elements, f"{name}: no elements"
     assert all(e.text and e.text == e.text.strip() for e in doc.elements)
     assert not any(e.type == "PageBreak" for e in doc.elements)
@@ -252,6 +252,7 @@ print(json.dumps({"attempts": attempts, "elements": out}))
 """
 
 
+@pytest.mark.slow  # a fresh process parses every format with sockets blocked: ~50 s
 def test_parsing_makes_no_network_calls(evaldata, tmp_path):
     files = evaldata / "docs-mixed/files"
     names = [files / "fake-memo.pdf", files / "docx-tables.docx", files / "example-10k-1p.html",
@@ -289,6 +290,7 @@ def _text_page_image(lines: list[str], size: tuple[int, int] = (1700, 900)):  # 
     return image
 
 
+@pytest.mark.slow  # OCR of a full PDF page: ~20 s
 @needs_tesseract
 def test_scanned_pdf_is_read_by_ocr_with_page_provenance(evaldata):
     path = evaldata / "docs-mixed/files/loremipsum-flat.pdf"
@@ -299,6 +301,7 @@ def test_scanned_pdf_is_read_by_ocr_with_page_provenance(evaldata):
     assert doc.page_count == 1 and {e.page_number for e in doc.elements} == {1}
 
 
+@pytest.mark.slow  # OCR of a full PDF page (ocr="always"): ~10 s
 @needs_tesseract
 def test_pdf_with_a_text_layer_is_not_ocrd_unless_always(evaldata):
     path = evaldata / "docs-mixed/files/pdf-with-ocr-text.pdf"

@@ -59,6 +59,7 @@ async def _session(settings, calls):
             return tools, results
 
 
+@pytest.mark.slow  # a `rag mcp` subprocess loads the model and serves stdio
 def test_mcp_stdio_lists_and_calls_every_tool_as_the_operator(store):
     settings, root, secret_id = store
     calls = [("search", {"query": "petting zoo funnel cake family day", "k": 10}),

@@ -9,7 +9,6 @@ import logging
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -237,10 +236,9 @@ def test_no_secret_in_logs_errors_or_eval_reports(tmp_path, settings, embedder, 
     assert json.loads((out / "results.json").read_text())["config"]["qdrant_api_key"] == "***"
 
 
-def test_no_secret_on_cli_stderr_with_debug_logging(tmp_path, settings, embedder, evaldata):
-    from tests.conftest import index_sample_docs
-
-    docs = index_sample_docs(tmp_path, settings, embedder, evaldata)
+@pytest.mark.slow  # a `rag ask` process that loads the model: ~45 s
+def test_no_secret_on_cli_stderr_with_debug_logging(tmp_path, indexed_docs):
+    settings = indexed_docs.settings  # the session's fake-memo store, only read here
     env = dict(os.environ)
     env.pop("RAG_QDRANT_URL", None)
     env.update({"PYTHONPATH": str(REPO_ROOT), "OPENAI_API_KEY": MARKER, "RAG_QDRANT_PATH": settings.qdrant_path,

@@ -296,7 +296,7 @@ def test_ingest_job_and_upload_job(srv):
         job = srv.state.jobs.wait(job_id, timeout=120)
         assert job.state == "done", job
         view = c.get(f"/api/v1/jobs/{job_id}").json()
-        assert view["files_total"] == 1 and view["files_done"] == 1 and view["chunks_added"] >= 1
+        assert view["files_total"] == 1 and view["files_done"] == 1 and view["chunks_added"] == 1  # one short section
         assert view["timings_s"]["total"] > 0
         assert job_id in [j["id"] for j in c.get("/api/v1/jobs").json()["jobs"]]
         hits = c.post("/api/v1/search", json={"query": "Carrow Road stadium Canaries"}).json()["results"]
@@ -329,7 +329,7 @@ def test_ingest_job_and_upload_job(srv):
             assert c.delete("/api/v1/files", params={"path": f}).status_code == 403
     with srv.client("editor") as c:
         for f in stored:
-            assert c.delete("/api/v1/files", params={"path": f}).json()["chunks_removed"] >= 1
+            assert c.delete("/api/v1/files", params={"path": f}).json()["chunks_removed"] == 1  # one sentence each
             assert not Path(f).exists()  # the uploaded copy goes with it
 
 
@@ -471,7 +471,8 @@ def test_ui_is_mounted_with_key_sign_in(srv):
                                      api_name="/chat")
     assert srv.secret_path in json.dumps(seen)
     for name, key in (("reader", "rag_wrong_key"), ("revoked", srv.keys["revoked"]), ("admin", srv.keys["reader"])):
-        with pytest.raises(Exception):
+        # gradio's /login refuses (400 or 401): gradio_client raises ValueError (AuthenticationError on 401)
+        with pytest.raises(ValueError, match="Could not login"):
             gradio_client.Client(f"{srv.url}/ui/", auth=(name, key), verbose=False)
 
 
@@ -489,7 +490,7 @@ def test_cli_ingest_and_ask_go_through_the_running_server(srv):
     ingest = run("ingest", str(folder), "--acl", "public", "--json")
     assert ingest.returncode == 0, ingest.stderr
     job = json.loads(ingest.stdout)
-    assert job["state"] == "done" and job["chunks_added"] >= 1
+    assert job["state"] == "done" and job["chunks_added"] == 1  # one short section
     assert "using the server" in ingest.stderr
     ask = run("ask", "When does the harbour master ring the brass bell?", "--json")
     assert ask.returncode == 0, ask.stderr

@@ -10,11 +10,13 @@ import sys
 import time
 
 import httpx
+import pytest
 
 from tests.conftest import REPO_ROOT
 from tests.ui_app_fixture import free_port
 
 
+@pytest.mark.slow  # a real `rag serve` process: starts, loads the model, serves, stops on SIGTERM
 def test_serve_process_is_found_by_the_cli_and_stops_on_sigterm(tmp_path, minilm_path):
     port = free_port()
     env = {**os.environ, "RAG_STATE_DIR": str(tmp_path / "state"), "RAG_QDRANT_PATH": str(tmp_path / "qdrant"),

@@ -23,6 +23,7 @@ from rag.store import (
     dir_prefixes,
     open_store,
 )
+from tests import builders
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ENC = BM25Encoder(avg_doc_len=6.0)
@@ -30,10 +31,8 @@ ENC = BM25Encoder(avg_doc_len=6.0)
 
 def make_chunk(n: int, text: str, file_path: str, file_hash: str = "h1", file_type: str = "txt",
                acl: list[str] | None = None, ingested_at: str = "2024-03-01T12:00:00+00:00") -> Chunk:
-    return Chunk(id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"{file_path}/{file_hash}/{n}")), text=text, file_path=file_path,
-                 file_hash=file_hash, file_type=file_type, chunk_index=n, chunk_count=1, char_start=0,
-                 char_end=len(text), acl=acl if acl is not None else ["public"], ingested_at=ingested_at,
-                 file_name=Path(file_path).name, page_numbers=[1])
+    return builders.make_chunk(text, file_path=file_path, index=n, file_hash=file_hash, file_type=file_type,
+                               acl=acl, ingested_at=ingested_at, page=1)
 
 
 def point(chunk: Chunk, dense: list[float]) -> StoredPoint:
@@ -377,6 +376,7 @@ def _grouped_ranking(hits, digits: int = 5) -> list[set[str]]:
     return [g for _, g in groups[:-1]]
 
 
+@pytest.mark.slow  # embeds 1,400 Cranfield abstracts: ~40 s on 2 busy cores
 def test_edge_and_server_rank_identically(evaldata, embedder, tmp_path):
     folder = evaldata / "beir-cranfield"
     with open(folder / "corpus.jsonl", encoding="utf-8") as fh:

@@ -8,7 +8,6 @@ interchangeable. Dense vectors are hand-made (dimension 4); BM25 vectors are rea
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +17,7 @@ from rag.lexical import BM25Encoder
 from rag.models import Chunk, SearchFilter
 from rag.store import INTERNAL_FIELDS, CollectionInfo, EdgeStore, ServerStore, Store, StoredPoint
 from rag.store.catalog import chunk_points, iter_chunk_vectors, iter_chunks, load_chunks, stored_files, write_chunks
+from tests.builders import make_chunk
 
 INFO = dict(embed_model="mini", dimension=4, bm25_avg_doc_len=5.0)
 EVERYONE = ["public", "eng", "finance"]
@@ -25,10 +25,9 @@ EVERYONE = ["public", "eng", "finance"]
 
 def chunk(name: str, index: int, text: str, file_path: str, acl: list[str], ingested_at: str,
           file_type: str = "txt", file_hash: str = "h1", count: int = 1) -> Chunk:
-    return Chunk(id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"{file_path}/{file_hash}/{index}")), text=text,
-                 file_path=file_path, file_hash=file_hash, file_type=file_type, chunk_index=index, chunk_count=count,
-                 char_start=0, char_end=len(text), page_numbers=[index + 1], section=name, element_types=["Text"],
-                 acl=acl, ingested_at=ingested_at, token_count=len(text.split()), file_name=Path(file_path).name)
+    return make_chunk(text, file_path=file_path, index=index, count=count, file_hash=file_hash, file_type=file_type,
+                      page=index + 1, section=name, element_types=["Text"], acl=acl, ingested_at=ingested_at,
+                      token_count=len(text.split()))
 
 
 WING = chunk("wing", 0, "wing lift at high angle of attack", "/docs/aero/wing.md", ["public"],

@@ -181,6 +181,7 @@ def test_model_mismatch_is_a_clear_error(folder, settings, embedder, tmp_path, m
     store.close()
 
 
+@pytest.mark.slow  # two `rag` processes that load the model: ~55 s on 2 busy cores
 def test_cli_ingest_and_stats_json(folder, tmp_path, minilm_path):
     env = {**os.environ, "RAG_EMBED_MODEL": minilm_path, "RAG_QDRANT_PATH": str(tmp_path / "q"),
            "RAG_COLLECTION": "cli", "HF_HUB_OFFLINE": "1"}

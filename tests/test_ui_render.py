@@ -8,17 +8,16 @@ import pytest
 
 from rag.access import Caller
 from rag.config import Settings
-from rag.models import Answer, Chunk, Citation, Evidence, Hit
+from rag.models import Answer, Citation, Evidence, Hit
+from tests.builders import make_hit
 from ui import render
 from ui.app import SessionOptions, effective_mode, session_filter, session_settings
 from ui.uploads import safe_upload_name, store_uploads
 
 
 def _hit(text: str, file_path: str = "/docs/memo.pdf", page: int | None = 1, **scores) -> Hit:
-    chunk = Chunk(id="c-" + str(abs(hash(text)) % 1000), text=text, file_path=file_path, file_hash="h",
-                  file_type="pdf", chunk_index=0, chunk_count=1, char_start=0, char_end=len(text),
-                  page_numbers=[page] if page else [], section="Delivery", file_name=Path(file_path).name)
-    return Hit(chunk=chunk, score=scores.pop("score", 1.0), **scores)
+    return make_hit(text, scores.pop("score", 1.0), file_path=file_path, file_type="pdf", page=page,
+                    section="Delivery", **scores)
 
 
 def _answer() -> Answer:

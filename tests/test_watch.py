@@ -329,3 +329,28 @@ def test_watch_setting_is_parsed(tmp_path, monkeypatch):
     monkeypatch.delenv("RAG_WATCH")
     with pytest.raises(ConfigError, match="watch"):
         load_settings(config)
+
+
+def test_server_watch_turns_bursts_into_jobs_and_reconciles_at_start(pipeline, folder, team_search):
+    """`rag serve --watch`: the start-up reconcile and each burst become ingest jobs run by the server's writer."""
+    from rag.server.state import ServerState
+
+    (folder / "before.txt").write_text(text("prestartword"))  # there before the server started
+    pipeline.settings = pipeline.settings.replace(watch=[{"path": str(folder), "acl": ["team"]}])
+    state = ServerState.create(pipeline.settings, pipeline=pipeline)
+    try:
+        state.start_watching()
+        wait_until(lambda: team_search("prestartword") == {str(folder / "before.txt")}, what="reconcile job ran")
+        settled = lambda: state.watcher.wait_idle(0) and all(j.state == "done" for j in state.jobs.list())  # noqa: E731
+        wait_until(settled, what="reconcile job done")
+        (folder / "live.txt").write_text(text("liveword"))
+        wait_until(lambda: team_search("liveword") == {str(folder / "live.txt")}, what="watch job ran")
+        time.sleep(0.5)
+        wait_until(settled, what="watch job done")
+        jobs = state.jobs.list()
+        assert len(jobs) == 2 and all(j.state == "done" and j.acl == ["team"] for j in jobs)
+        assert jobs[0].paths == [str(folder / "live.txt")] and jobs[1].paths == [str(folder)]
+        watched = pipeline.stats(caller=_team())["watched_folders"]
+        assert [w["path"] for w in watched] == [str(folder)] and watched[0]["last_result"]["state"] == "done"
+    finally:
+        state.close()

@@ -56,7 +56,7 @@ def start_server(settings, docs: Path | None, pipeline=None, **app_options) -> U
     demo = build_app(settings, pipeline, **app_options)
     port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, share=False, quiet=True,
-                **server_options(settings))
+                **server_options(settings, demo))
     return UIServer(url=f"http://127.0.0.1:{port}/", demo=demo, pipeline=pipeline, settings=settings, docs=docs)
 
 

@@ -44,6 +44,7 @@ from ui.explore import build_explore_tab
 from ui.paths import resolve_roots
 from ui.session import (SessionOptions, effective_mode, parse_threshold, session_filter,  # noqa: F401 - API
                         session_settings)
+from ui.viewer import gradio_resolver, viewer_router
 from ui.web import server_options
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,10 @@ def build_app(settings: Settings, pipeline: Pipeline | None = None, ingest_roots
 
     demo.queue(default_concurrency_limit=CHAT_CONCURRENCY, max_size=QUEUE_MAX_SIZE)
     demo.rag_pipeline = pipeline  # for tests and launch(); not part of the Gradio API
+    # The source viewer's routes, served inside the Gradio app at <ui>/sources/ as the session's caller
+    # (`server_options(settings, demo)` adds them to whatever app launches or mounts the UI).
+    demo.rag_viewer_router = viewer_router(gradio_resolver(pipeline, ctx.caller), prefix="/sources",
+                                           collection_param=False)
     return demo
 
 
@@ -117,6 +122,6 @@ def launch(settings: Settings) -> None:
     demo = build_app(settings, pipeline)
     try:
         demo.launch(server_name=settings.ui_host, server_port=settings.ui_port, share=False,
-                    show_error=False, footer_links=[], **server_options(settings))
+                    show_error=False, footer_links=[], **server_options(settings, demo))
     finally:
         pipeline.close()

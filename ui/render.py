@@ -16,9 +16,10 @@ import html
 import json
 import re
 from pathlib import Path
+from urllib.parse import urlencode
 
 from rag.answering.citations import find_markers  # the one citation-marker grammar
-from rag.models import Answer, Citation, Evidence, Hit
+from rag.models import Answer, Chunk, Citation, Evidence, Hit
 
 
 def file_label(path: str, file_name: str = "") -> str:
@@ -240,6 +241,26 @@ def _source_line(hit: Hit) -> str:
     return " · ".join(bits)
 
 
+# Where the UI serves the source viewer (ui.viewer), relative to the UI page: the links work wherever
+# the UI is mounted (/ui/ under `rag serve`, / under `rag ui`) and carry the session's own sign-in.
+VIEWER_BASE = "sources"
+
+
+def source_links(chunk: Chunk) -> str:
+    """"Open source" (the cited page of a PDF, else the text scrolled to the passage) and "Download"."""
+    if not chunk.id:
+        return ""
+    is_pdf = chunk.file_type == "pdf"
+    params = {"chunk_id": chunk.id, **({"page": chunk.page} if is_pdf and chunk.page else {})}
+    view = f"{VIEWER_BASE}/view?{urlencode(params)}" + ("" if is_pdf else "#passage")
+    download = f"{VIEWER_BASE}/file?{urlencode({'chunk_id': chunk.id})}"
+    where = f"page {chunk.page}" if is_pdf and chunk.page else "the passage in its document"
+    return (f'<div class="rag-ev-links"><a class="rag-open" href="{html.escape(view)}" target="_blank" '
+            f'rel="noopener noreferrer" title="Open {where} in a new tab">Open source</a>'
+            f'<a class="rag-download" href="{html.escape(download)}" download '
+            f'title="Download the original file">Download</a></div>')
+
+
 def _passage_card(anchor: str, label: str, hit: Hit, quotes: list[str], cited: bool) -> str:
     # Classes repeat the anchor: the page script finds passages by class if a sanitizer drops ids.
     classes = f"rag-ev {anchor}" + (" cited" if cited else "")
@@ -248,6 +269,7 @@ def _passage_card(anchor: str, label: str, hit: Hit, quotes: list[str], cited: b
         f'<div class="rag-ev-head"><span class="rag-ev-num">{label}</span> {_source_line(hit)}</div>'
         f'<div class="rag-ev-scores">{scores_line(hit)}</div>'
         f'<div class="rag-ev-text">{highlight(hit.chunk.text, quotes)}</div>'
+        f"{source_links(hit.chunk)}"
         "</div>"
     )
 
@@ -343,6 +365,10 @@ CSS = """
 .rag-copy { border:1px solid var(--border-color-primary, #d0d4dc); background:transparent; color:var(--body-text-color-subdued, #57606a);
   border-radius:4px; padding:0 6px; font-size:0.8em; cursor:pointer; margin-top:6px; }
 .rag-copy-src { display:none; }
+/* fixed link colours: at least 4.5:1 on the card background in both themes */
+.rag-ev-links { margin-top:6px; display:flex; gap:16px; font-size:0.9em; }
+.rag-ev-links a { color:#0969da !important; text-decoration:underline; }
+.dark .rag-ev-links a { color:#58a6ff !important; }
 """
 
 # Installed once per page: one delegated click handler for every citation button, present or future.

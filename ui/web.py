@@ -64,14 +64,18 @@ def upload_limit_bytes(settings: Settings) -> int:
     return int(float(settings.server_max_upload_mb) * 1_000_000)
 
 
-def server_options(settings: Settings) -> dict[str, Any]:
+def server_options(settings: Settings, demo: Any = None) -> dict[str, Any]:
     """Keyword arguments for `Blocks.launch` and `gradio.mount_gradio_app` that every UI server needs.
 
     - `max_file_size`: Gradio stops reading an upload past this size (413) instead of storing it;
-    - `app_kwargs`: the same-origin guard as middleware of Gradio's FastAPI app.
+    - `app_kwargs`: the same-origin guard as middleware of Gradio's FastAPI app, and, given the `demo`
+      built by `ui.app.build_app`, the source viewer's routes (`ui.viewer`) inside that app.
     A server that mounts the UI (`rag serve`) passes these to `mount_gradio_app`.
     """
     from starlette.middleware import Middleware
 
-    return {"max_file_size": upload_limit_bytes(settings),
-            "app_kwargs": {"middleware": [Middleware(SameOriginWrites)]}}
+    app_kwargs: dict[str, Any] = {"middleware": [Middleware(SameOriginWrites)]}
+    router = getattr(demo, "rag_viewer_router", None)
+    if router is not None:
+        app_kwargs["routes"] = list(router.routes)  # ahead of Gradio's own routes
+    return {"max_file_size": upload_limit_bytes(settings), "app_kwargs": app_kwargs}

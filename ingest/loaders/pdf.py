@@ -14,7 +14,7 @@ from typing import Any
 
 from ingest.loaders import ocr
 from ingest.loaders.document import Element, FileParseError, NeedsOCRError, ParsedDocument
-from ingest.loaders.elements import from_unstructured, paragraph_elements
+from ingest.loaders.elements import clean_box_text, from_unstructured, normalized_box, paragraph_elements
 
 log = logging.getLogger(__name__)
 # pdfminer and pypdf log a warning per odd drawing operator or broken xref entry; the per-file
@@ -173,7 +173,7 @@ def _pdfminer_elements(path: Path, password: str | None) -> tuple[list[Element],
     box, typed by unstructured's own classifier. Also returns pages with images but no text."""
     # Lazy: pdfminer is heavy and only needed for PDFs.
     from pdfminer.high_level import extract_pages
-    from pdfminer.layout import LAParams, LTFigure, LTImage, LTTextContainer
+    from pdfminer.layout import LAParams, LTFigure, LTImage, LTTextBox, LTTextContainer, LTTextLine
     from pdfminer.pdfdocument import PDFPasswordIncorrect
 
     elements: list[Element] = []
@@ -185,11 +185,26 @@ def _pdfminer_elements(path: Path, password: str | None) -> tuple[list[Element],
         pages = extract_pages(str(path), password=password or "", laparams=laparams)
         for page_number, layout in enumerate(pages, start=1):
             state = {"text": False, "image": False}
+            # pdfminer applies the page's /Rotate, so its layout space is the page as displayed.
+            width, height = float(layout.width), float(layout.height)
+
+            def line_boxes(item: Any) -> tuple[str, list[tuple[int, list[float]]]]:
+                """The box's cleaned text and where each layout line starts in it, with its box."""
+                lines = [line for line in item if isinstance(line, LTTextLine)] if isinstance(item, LTTextBox) \
+                    else [item]
+                text, boxes = "", []
+                for line in lines:
+                    box = normalized_box(page_number, *line.bbox, width, height, y_down=False)
+                    if box:
+                        boxes.append((len(text), box))
+                    text += clean_box_text(line.get_text())
+                return text, boxes
 
             def walk(container: Any) -> None:
                 for item in container:
                     if isinstance(item, LTTextContainer):
-                        found = paragraph_elements(item.get_text(), page_number)
+                        text, boxes = line_boxes(item)
+                        found = paragraph_elements(text, page_number, boxes)
                         state["text"] = state["text"] or bool(found)
                         elements.extend(found)
                     elif isinstance(item, LTImage):

@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 from typing import Callable
 
+from rag.answering.floor import floor_policy, passes_floor
 from rag.config import Settings
 from rag.models import Evidence, Hit, ScoreKind
 
@@ -61,6 +62,9 @@ def select_evidence(hits: list[Hit], settings: Settings, count_tokens: Callable[
     because a slightly long prompt beats no answer.
     """
     floor = settings.evidence_min_score if settings.evidence_min_score is not None else default_min_score(hits)
+    # Fused and dense hits also need a calibrated relatedness floor (rag.answering.floor): an RRF score alone
+    # admits off-topic passages. An explicit evidence_min_score replaces every default floor.
+    policy = floor_policy(settings.embed_model) if settings.evidence_min_score is None else None
     max_k = max(0, int(settings.evidence_max_passages))
     budget = int(settings.evidence_token_budget)
     evidence: list[Evidence] = []
@@ -69,6 +73,8 @@ def select_evidence(hits: list[Hit], settings: Settings, count_tokens: Callable[
         if len(evidence) >= max_k:
             break
         if floor is not None and not hit.score >= floor:  # "not >=" also rejects NaN
+            continue
+        if policy is not None and passes_floor(hit, policy) is False:
             continue
         tokens = count_tokens(hit.chunk.text)
         if evidence and used + tokens > budget:

@@ -68,9 +68,14 @@ def floor_policy(embed_model: str | None) -> FloorPolicy:
 
 def passes_floor(hit: Hit, policy: FloorPolicy) -> bool | None:
     """True/False for the score kinds this floor owns (RRF, dense); None for the others (BM25, rerank,
-    unknown), whose floor stays the gate's numeric one."""
+    unknown), whose floor stays the gate's numeric one, and for a fused hit that carries no leg scores.
+
+    A fused hit missing from the dense leg (`dense_score` None: outside the dense top-N) and not a strong BM25
+    match fails: the dense leg did not find it related and the lexical leg only weakly."""
     kind = hit.score_kind
     if kind is ScoreKind.RRF:
+        if hit.dense_score is None and hit.bm25_rank is None:
+            return None  # no leg evidence at all (a hit built by hand): nothing to judge it on
         dense = hit.dense_score
         if dense is not None and dense >= policy.dense_min:  # "not >=" semantics: NaN fails
             return True

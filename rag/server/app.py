@@ -26,6 +26,7 @@ from rag.server.mcp_server import McpAuthMiddleware, build_mcp
 from rag.server.openai_api import router as openai_router
 from rag.server.state import ServerState
 from ui.uploads import safe_upload_name
+from ui.viewer import viewer_router
 
 log = logging.getLogger("rag.server")
 
@@ -368,6 +369,12 @@ def create_app(state: ServerState, mount_ui: bool = True, mount_mcp: bool = True
             raise ApiError(404, "not_found", f"no passage {chunk_id!r}", field="chunk_id")
         return passage_dict(chunk)
 
+    # ---------------------------------------------------------------- source viewer (ui.viewer)
+    # Page images, document text, downloads and the viewer page, keyed by chunk id, as the API caller.
+    # (The UI serves the same routes inside its own app at <ui>/sources/, as the UI session's caller.)
+    app.include_router(viewer_router(lambda request, collection: (state.pipeline(collection), caller_dep(request)),
+                                     prefix=f"{API}/sources"))
+
     # ---------------------------------------------------------------- OpenAI-compatible, MCP, UI
     app.include_router(openai_router)
     if mcp_app is not None:
@@ -385,7 +392,7 @@ def passage_dict(chunk) -> dict[str, Any]:
             "file_type": chunk.file_type, "page": chunk.page, "pages": list(chunk.page_numbers),
             "section": chunk.section, "char_start": chunk.char_start, "char_end": chunk.char_end,
             "chunk_index": chunk.chunk_index, "chunk_count": chunk.chunk_count, "acl": list(chunk.acl),
-            "ingested_at": chunk.ingested_at}
+            "ingested_at": chunk.ingested_at, "boxes": [list(b) for b in chunk.boxes]}
 
 
 def mount_gradio(app: FastAPI, state: ServerState, path: str = "/ui") -> None:
@@ -423,7 +430,7 @@ def mount_gradio(app: FastAPI, state: ServerState, path: str = "/ui") -> None:
     try:
         from ui.web import server_options  # upload limit and same-origin guard for the UI's own routes
 
-        options = server_options(state.settings)
+        options = server_options(state.settings, demo)
     except ImportError:
         pass
     gr.mount_gradio_app(app, demo, path=path, auth=check if signed_in else None,

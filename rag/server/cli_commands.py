@@ -37,6 +37,8 @@ def add_server_parsers(sub: argparse._SubParsersAction, add_common: Callable, ad
     p.add_argument("--port", type=int, default=None, help="port (default 8000)")
     p.add_argument("--ingest-root", action="append", dest="ingest_root", metavar="DIR",
                    help="server folder the API may ingest from (repeatable; uploads work without)")
+    p.add_argument("--watch", action="append", metavar="FOLDER",
+                   help="keep this folder in sync as files change (repeatable; labels: --acl; also rag.toml `watch`)")
     p.add_argument("--insecure", action="store_true",
                    help="allow a non-loopback bind with no API keys (anyone who can connect gets the operator's access)")
     p.add_argument("--serve-collection", action="append", dest="serve_collections", metavar="NAME",
@@ -78,7 +80,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     if args.acl:
         settings = settings.replace(default_acl=args.acl)
     serve(settings, host=args.host or "127.0.0.1", port=args.port or 8000, ingest_roots=args.ingest_root,
-          insecure=args.insecure, collections=args.serve_collections)
+          insecure=args.insecure, collections=args.serve_collections, watch=args.watch)
     return 0
 
 

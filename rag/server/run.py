@@ -108,8 +108,8 @@ def check_bind(host: str, settings: Settings, insecure: bool) -> None:
 
 def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, ingest_roots: list[str] | None = None,
           insecure: bool = False, collections: list[str] | None = None, ui_path: str = "/ui",
-          mount_ui: bool = True) -> None:
-    """Run the server in the foreground until SIGTERM / Ctrl-C."""
+          mount_ui: bool = True, watch: list[str] | None = None) -> None:
+    """Run the server in the foreground until SIGTERM / Ctrl-C; `watch`: folders kept in sync (with settings.watch)."""
     # Imported here, not at the top: the CLI imports this module (find_server) on every `rag search`,
     # and uvicorn, FastAPI, the models and Gradio would add seconds to each of those runs.
     import uvicorn
@@ -122,6 +122,7 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, ingest_
     state = ServerState.create(settings, collections=collections, ingest_roots=ingest_roots, insecure=insecure)
     try:
         state.warm_up()
+        state.start_watching(watch)
         app = create_app(state, mount_ui=mount_ui, ui_path=ui_path)
         config = uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=30,
                                 access_log=False)  # access logs would carry query strings, never keys

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ingest.jobs import JobQueue, JobRunner, jobs_db_path
-from rag.access import Caller
+from rag.access import Caller, Role
 from rag.config import Settings
 from rag.pipeline import Pipeline
 from rag.server.auth import Authenticator, RateLimiter
@@ -36,6 +36,7 @@ class ServerState:
     ingest_roots: list[Path] = field(default_factory=list)
     insecure: bool = False
     mcp: Any = None  # the MCPServer, when MCP is served over HTTP
+    watcher: Any = None  # the ingest.watch.FolderWatcher of `rag serve --watch` / the `watch` setting
 
     @classmethod
     def create(cls, settings: Settings, collections: list[str] | None = None, ingest_roots: list[str] | None = None,
@@ -80,6 +81,30 @@ class ServerState:
         roots = [*self.ingest_roots, self.upload_root]
         return self.pipeline(collection).ingest(paths, acl=acl, progress=False, caller=caller, roots=roots)
 
+    def start_watching(self, folders: list[str] | None = None) -> None:
+        """Watch `folders` (labels: the operator's) and the `watch` setting's folders; each burst of changes
+        becomes one ingest job, and a start-up job per folder catches what changed while the server was down.
+
+        Watched folders count as ingest roots: the operator named them, as with --ingest-root.
+        """
+        from ingest.watch import FolderWatcher, JobSync, watched_folders
+
+        entries = [*(getattr(self.settings, "watch", None) or []), *({"path": f} for f in folders or [])]
+        watched = watched_folders(entries)
+        if not watched:
+            return
+        for folder in watched:  # no labels given: the operator's, written out so status and jobs show them
+            folder.acl = folder.acl if folder.acl is not None else list(self.settings.default_acl)
+        missing = [str(f.path) for f in watched if not f.path.is_dir()]
+        if missing:
+            log.warning("watched folder(s) missing at start: %s (watching for them to appear)", ", ".join(missing))
+        self.ingest_roots.extend(f.path for f in watched if f.path not in self.ingest_roots)
+        caller = Caller(name="watcher", labels=tuple(self.settings.default_acl), role=Role.ADMIN)
+        self.watcher = FolderWatcher(watched, JobSync(self.jobs, self.settings.collection, watched, caller))
+        self.pipelines[self.settings.collection].watch_status = self.watcher.status
+        self.watcher.start()
+        self.watcher.reconcile()
+
     def warm_up(self) -> None:
         """Load the embedder (and the reranker when used) before the first request."""
         primary = self.pipelines[self.settings.collection]
@@ -94,7 +119,9 @@ class ServerState:
                 pipeline._embedder = primary._embedder
 
     def close(self) -> None:
-        """Stop the writer (after its current file) and close the stores."""
+        """Stop the watcher and the writer (after its current file) and close the stores."""
+        if self.watcher is not None:
+            self.watcher.stop()
         if self.runner is not None:
             self.runner.stop()
             if self.runner.alive:

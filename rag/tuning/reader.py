@@ -333,13 +333,15 @@ def train_reader(train_questions: Sequence[dict[str, Any]], docs: str | Path | N
             share = max(share, (time.perf_counter() - train_started) / cfg.time_budget_s)
         return share
 
-    def set_lr(step: int) -> None:  # linear warm-up over the first steps, then linear decay to 0
-        if step < warmup:
-            factor = (step + 1) / warmup
+    def set_lr(step: int) -> None:
+        # Linear warm-up over the first `warmup_ratio` of the run, then linear decay to 0. "The run" is measured
+        # in steps or, with a time budget, in whichever share (steps or time) is further along, so a starved
+        # run does not spend most of its few steps warming up.
+        share, w = progress_share(step), cfg.warmup_ratio
+        if step < warmup and share < w:
+            factor = max((step + 1) / warmup, share / w if w > 0 else 1.0)
         else:
-            done = progress_share(step)
-            start = warmup / total
-            factor = max(0.0, (1.0 - done) / max(1e-9, 1.0 - start))
+            factor = max(0.0, (1.0 - share) / max(1e-9, 1.0 - min(w, 0.99)))
         for group, lr in zip(optimizer.param_groups, base_lrs):
             group["lr"] = lr * factor
 
@@ -351,7 +353,7 @@ def train_reader(train_questions: Sequence[dict[str, Any]], docs: str | Path | N
     gen = torch.Generator().manual_seed(cfg.seed)
     for epoch in range(cfg.epochs):
         for idx in _length_bucketed_batches(lengths, cfg.batch_size, gen):
-            if step >= total or (step >= warmup and progress_share(step) >= 1.0):
+            if step >= total or progress_share(step) >= 1.0:
                 break
             set_lr(step)
             batch = {k: v[idx] for k, v in tensors.items()}
