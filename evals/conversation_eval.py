@@ -51,15 +51,8 @@ _OLD_MARKERS = {"it", "its", "they", "them", "their", "this", "that", "these", "
 
 
 def old_rule(question: str, history: list[dict[str, str]]) -> str:
-    """BASELINE, the rule before issue 17: `rag.pipeline.standalone_question` while it exists, else the same
-    rule restated here (prepend the previous user question to any question of <= 4 words or containing one
-    of the markers), so the baseline stays measurable after the product drops it."""
-    try:
-        from rag.pipeline import standalone_question  # the product's own old rule, while present
-    except ImportError:
-        standalone_question = None
-    if standalone_question is not None:
-        return standalone_question(question, history)
+    """BASELINE, the rule before issue 17 (removed from the product; restated here so it stays measurable):
+    prepend the previous user question to any question of <= 4 words or containing one of the markers."""
     question = question.strip()
     previous = [m["content"] for m in history if m.get("role") == "user" and m.get("content")]
     if not previous:

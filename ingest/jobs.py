@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import sqlite3
 import threading
 import time
@@ -39,6 +40,9 @@ log = logging.getLogger(__name__)
 
 STATES = ("queued", "running", "done", "failed", "cancelled")
 FINAL_STATES = ("done", "failed", "cancelled")
+# A writer's hold on a collection lapses when its heartbeat (refreshed by every progress update) is this old;
+# a holder on this machine whose process is gone loses it at once.
+LEASE_S = 600.0
 
 
 def jobs_db_path(state_dir: str | Path) -> Path:
@@ -103,7 +107,7 @@ class JobQueue:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.changed = threading.Condition()
         with self._connect() as db:
-            db.execute(f"""CREATE TABLE IF NOT EXISTS jobs (
+            db.execute("""CREATE TABLE IF NOT EXISTS jobs (
                 id TEXT PRIMARY KEY, collection TEXT NOT NULL, state TEXT NOT NULL, paths TEXT NOT NULL,
                 acl TEXT, caller TEXT NOT NULL, created_at TEXT NOT NULL, started_at TEXT, finished_at TEXT,
                 stage TEXT NOT NULL DEFAULT 'queued', current_file TEXT, files_total INTEGER DEFAULT 0,
@@ -112,6 +116,11 @@ class JobQueue:
                 message TEXT DEFAULT '', cancel_requested INTEGER DEFAULT 0, attempts INTEGER DEFAULT 0,
                 display_names TEXT DEFAULT '{{}}')""")
             db.execute("CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, created_at)")
+            # One writer per collection across every process that shares this database (server replicas over
+            # one state_dir): two replicas never index into the same collection, so never the same file, at once.
+            db.execute("CREATE TABLE IF NOT EXISTS writer_lease (collection TEXT PRIMARY KEY, owner TEXT NOT NULL, "
+                       "job_id TEXT NOT NULL, heartbeat REAL NOT NULL)")
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
@@ -184,23 +193,61 @@ class JobQueue:
         return job
 
     # -- the writer ---------------------------------------------------------------------------
-    def requeue_interrupted(self) -> int:
-        """Jobs left `running` by a crash go back to `queued` (re-running the sync resumes them)."""
-        with self._connect() as db:
-            cur = db.execute("UPDATE jobs SET state='queued', stage='queued', "
-                             "message='re-queued after an interrupted run' WHERE state='running'")
-            return cur.rowcount
+    def _lease_live(self, owner: str, heartbeat: float) -> bool:
+        """True while another writer's lease holds: fresh heartbeat, and (on this host) a living process."""
+        if owner == self.owner:
+            return True
+        host, _, rest = owner.partition(":")
+        if host == socket.gethostname():
+            try:
+                os.kill(int(rest.split(":", 1)[0]), 0)
+            except (ValueError, ProcessLookupError):
+                return False
+            except PermissionError:
+                pass
+        return time.time() - heartbeat < LEASE_S
 
-    def claim_next(self) -> Job | None:
-        """Atomically move the oldest queued job to running and return it (None when idle)."""
+    def requeue_interrupted(self) -> int:
+        """Jobs left `running` by a crash go back to `queued` (re-running the sync resumes them).
+
+        A job another live writer is running (a server replica sharing this database) is left alone.
+        """
         with self._connect() as db:
             db.execute("BEGIN IMMEDIATE")
-            row = db.execute("SELECT id FROM jobs WHERE state='queued' ORDER BY created_at LIMIT 1").fetchone()
+            live = {job_id for _c, owner, job_id, beat in db.execute("SELECT * FROM writer_lease")
+                    if owner != self.owner and self._lease_live(owner, beat)}
+            running = [row[0] for row in db.execute("SELECT id FROM jobs WHERE state='running'")]
+            stale = [job_id for job_id in running if job_id not in live]
+            for job_id in stale:
+                db.execute("UPDATE jobs SET state='queued', stage='queued', "
+                           "message='re-queued after an interrupted run' WHERE id=?", (job_id,))
+                db.execute("DELETE FROM writer_lease WHERE job_id=?", (job_id,))
+            db.execute("COMMIT")
+        return len(stale)
+
+    def release_leases(self) -> None:
+        """Give up this writer's leases (on shutdown): its unfinished job is re-queued by the next start."""
+        with self._connect() as db:
+            db.execute("DELETE FROM writer_lease WHERE owner = ?", (self.owner,))
+
+    def claim_next(self) -> Job | None:
+        """Atomically move the oldest queued job whose collection no other live writer holds to running."""
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            held = {coll for coll, owner, _job, beat in db.execute("SELECT * FROM writer_lease")
+                    if owner != self.owner and self._lease_live(owner, beat)}
+            row = None
+            for job_id, collection in db.execute("SELECT id, collection FROM jobs WHERE state='queued' "
+                                                 "ORDER BY created_at"):
+                if collection not in held:
+                    row = (job_id, collection)
+                    break
             if row is None:
                 db.execute("ROLLBACK")
                 return None
             db.execute("UPDATE jobs SET state='running', stage='starting', started_at=?, attempts=attempts+1 "
                        "WHERE id=?", (_now(), row[0]))
+            db.execute("INSERT OR REPLACE INTO writer_lease VALUES (?, ?, ?, ?)", (row[1], self.owner, row[0], time.time()))
             db.execute("COMMIT")
         return self.get(row[0])
 
@@ -215,6 +262,11 @@ class JobQueue:
         args = [json.dumps(v) if k in _JSON_COLUMNS else v for k, v in values.items()]
         with self._connect() as db:
             db.execute(f"UPDATE jobs SET {sets} WHERE id = ?", [*args, job_id])
+            if values.get("state") in FINAL_STATES:
+                db.execute("DELETE FROM writer_lease WHERE job_id = ?", (job_id,))
+            else:  # progress is the heartbeat of this writer's lease
+                db.execute("UPDATE writer_lease SET heartbeat = ? WHERE job_id = ? AND owner = ?",
+                           (time.time(), job_id, self.owner))
         self._notify()
 
     def cancel_requested(self, job_id: str) -> bool:
@@ -273,6 +325,8 @@ class JobRunner:
         self.queue._notify()
         if self._thread is not None:
             self._thread.join(timeout)
+        if not self.alive:
+            self.queue.release_leases()
 
     @property
     def alive(self) -> bool:

@@ -482,27 +482,3 @@ def check_question(question: str, max_chars: int) -> None:
         raise RagError(f"question is {len(question)} characters long; the limit is {max_chars} "
                        "(setting 'max_question_chars')")
 
-
-# Words that mark a question as depending on the conversation ("what about its population?").
-_FOLLOW_UP_MARKERS = {"it", "its", "they", "them", "their", "this", "that", "these", "those", "he", "she",
-                      "his", "her", "there", "also", "same", "what about", "and"}
-
-
-def standalone_question(question: str, history: list[Message]) -> str:
-    """Rewrite a follow-up into a standalone retrieval query.
-
-    Without an LLM we cannot paraphrase, so we use the cheap, predictable rule many search engines
-    use: when the question looks like a follow-up (a pronoun or "what about", or very short), the
-    previous user question is prepended, so both dense and BM25 see the topic. Standalone questions
-    pass through unchanged.
-    """
-    question = question.strip()
-    previous = [m["content"] for m in history if m.get("role") == "user" and m.get("content")]
-    if not previous:
-        return question
-    words = question.lower().replace("?", " ").split()
-    lowered = " " + question.lower() + " "
-    looks_follow_up = len(words) <= 4 or any(f" {marker} " in lowered for marker in _FOLLOW_UP_MARKERS)
-    if not looks_follow_up:
-        return question
-    return f"{previous[-1].strip()} {question}"

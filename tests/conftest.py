@@ -131,6 +131,7 @@ class IndexedDocs:
 
     docs: Path
     settings: object  # rag.config.Settings
+    report: object  # the ingest.sync.IngestReport of the ingest that built it
 
     @property
     def root(self) -> Path:
@@ -153,7 +154,7 @@ def build_index(root: Path, settings, embedder, evaldata: Path, names=(SAMPLE_DO
     finally:
         store.close()
     assert report.failed == 0, report.failures
-    return IndexedDocs(docs=docs, settings=settings)
+    return IndexedDocs(docs=docs, settings=settings, report=report)
 
 
 def index_sample_docs(tmp_path: Path, settings, embedder, evaldata: Path, names=(SAMPLE_DOC,)) -> Path:

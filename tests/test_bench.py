@@ -56,6 +56,7 @@ def _positive(value) -> bool:
     return isinstance(value, (int, float)) and value > 0
 
 
+@pytest.mark.slow  # tiny_result runs the bench: ~75 s
 def test_bench_reports_every_part_with_positive_figures(tiny_result):
     r = tiny_result
     json.dumps(r)  # one JSON-able object
@@ -102,6 +103,7 @@ def test_bench_reports_every_part_with_positive_figures(tiny_result):
     assert r["targets"]["hybrid_p50_ms_largest_edge"]["met"] is None  # 1M not measured here
 
 
+@pytest.mark.slow  # needs tiny_result (the ~75 s bench run)
 def test_main_prints_one_json_object_and_markdown_to_out(tiny_result, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(bench, "run_bench", lambda settings, cfg, **kw: tiny_result)
     out = tmp_path / "bench.md"
@@ -111,3 +113,120 @@ def test_main_prints_one_json_object_and_markdown_to_out(tiny_result, tmp_path, 
     assert json.loads(stdout) == json.loads(json.dumps(tiny_result))
     md = out.read_text()
     assert "## 1. Ingest" in md and "## 4. Scale" in md and "| edge | 300 |" in md
+
+
+# -- the serve and backends parts (`rag bench --parts serve,backends`) ---------------------------------
+def test_settings_env_reproduces_the_settings_in_a_subprocess(tmp_path, monkeypatch, minilm_path):
+    """The server and CLI subprocesses of the serve part get the bench's settings through RAG_* variables."""
+    from evals.bench.serve import settings_env
+    from rag.config import Settings, load_settings
+
+    settings = Settings(qdrant_path=str(tmp_path / "q"), state_dir=str(tmp_path / "s"), embed_model=minilm_path,
+                        rerank_model=minilm_path, llm_provider="extractive", collection="bench_serve",
+                        default_acl=["public", "team"], leg_limit=33)
+    env = settings_env(settings)
+    assert env["RAG_COLLECTION"] == "bench_serve" and env["RAG_DEFAULT_ACL"] == "public,team"
+    for name in [k for k in __import__("os").environ if k.startswith("RAG_")]:
+        monkeypatch.delenv(name)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.chdir(tmp_path)  # no rag.toml here
+    loaded = load_settings()
+    for field in ("qdrant_path", "state_dir", "embed_model", "rerank_model", "llm_provider", "collection",
+                  "default_acl", "leg_limit", "rrf_k", "bm25_k1", "chunk_tokens"):
+        assert getattr(loaded, field) == getattr(settings, field), field
+
+
+def test_unknown_part_names_every_part():
+    args = argparse.Namespace(json=True, out=None, sizes=None, quick=True, parts="serve,nope")
+    with pytest.raises(ConfigError, match="nope.*serve, backends"):
+        bench.main(args, settings=None)
+
+
+def _tiny_settings(tmp, minilm_path):
+    from rag.config import Settings
+
+    return Settings(qdrant_path=str(tmp / "q"), state_dir=str(tmp / "s"), embed_model=minilm_path,
+                    rerank_model=minilm_path, llm_provider="extractive", chunk_tokens=256,
+                    chunk_overlap_tokens=16, rerank_top_m=3, leg_limit=20)
+
+
+@pytest.mark.slow  # starts `rag serve`, a `rag ask --server` and a cold `rag ask --no-server`: ~2-3 min
+def test_serve_part_quick_reports_every_figure_from_its_recorded_times(tmp_path, minilm_path, evaldata):
+    from evals.bench.measure import ratio, stats_ms
+    from evals.bench.report import render_markdown
+    from evals.bench.serve import ServeConfig
+
+    scfg = ServeConfig(docs=1, pad_to=60, overhead_queries=4, block=2, concurrency=(1, 4, 16), requests_per_level=16,
+                       idle_queries=4, ingest_docs=2, ingest_max_queries=50, ingest_max_s=60.0, ask_warm=1, ask_cold=1,
+                       ingest_max_chars=3000)
+    r = bench.run_bench(_tiny_settings(tmp_path, minilm_path), bench.BenchConfig.quick_config(), progress=lambda _m: None,
+                        workdir=tmp_path / "work", parts=("serve",), serve_cfg=scfg)
+    json.dumps(r, allow_nan=False)
+    assert "ingest" not in r and "backends" not in r
+    sv = r["serve"]
+    assert sv["host"] == "127.0.0.1" and sv["server_start_s"] > 0 and sv["server_rate_limit"] == 0.0
+    assert sv["collection"]["real_chunks"] + sv["collection"]["synthetic_chunks"] == 60
+
+    o = sv["overhead"]
+    assert o["queries_per_side"] == 4 and len(o["inproc_raw_ms"]) == len(o["api_raw_ms"]) == 4
+    assert o["inproc_ms"] == stats_ms(o["inproc_raw_ms"]) and o["api_ms"] == stats_ms(o["api_raw_ms"])
+    assert o["overhead_p50_ms"] == round(o["api_ms"]["p50"] - o["inproc_ms"]["p50"], 3)
+    assert o["overhead_p95_ms"] == round(o["api_ms"]["p95"] - o["inproc_ms"]["p95"], 3)
+    assert o["paired_overhead_ms"] == stats_ms([a - b for a, b in zip(o["api_raw_ms"], o["inproc_raw_ms"])])
+    assert o["api_minus_server_total_ms"]["n"] == 4 and o["api_minus_server_total_ms"]["p50"] > 0
+
+    assert [c["clients"] for c in sv["concurrency"]] == [1, 4, 16]
+    for c in sv["concurrency"]:
+        assert (c["requests"], c["completed"], c["errors"], c["latency_ms"]["n"]) == (16, 16, 0, 16), c
+        assert c["throughput_rps"] == round(16 / c["wall_s"], 2)
+
+    il = sv["ingest_load"]
+    assert il["idle_ms"] == stats_ms(il["idle_raw_ms"]) and il["idle_ms"]["n"] == 4
+    assert il["during_ingest_ms"] == stats_ms(il["during_raw_ms"])
+    assert len(il["during_raw_ms"]) <= 50
+    assert il["job"]["state"] == "done" and il["job"]["files_total"] == il["job"]["files_done"] == 2
+    assert il["p95_ratio"] == (ratio(il["during_ingest_ms"]["p95"], il["idle_ms"]["p95"]) if il["during_raw_ms"] else None)
+
+    a = sv["ask"]
+    assert len(a["warm_server_cli_s"]) == 1 and len(a["cold_cli_s"]) == 1 and a["api_ask_ms"]["n"] == 1
+    assert a["warm_median_s"] == a["warm_server_cli_s"][0] and a["cold_median_s"] == a["cold_cli_s"][0]
+    assert a["cold_over_warm"] == ratio(a["cold_median_s"], a["warm_median_s"])
+
+    t = r["targets"]
+    assert t["serve_api_overhead_p50_ms_hybrid"]["value"] == o["api_minus_server_total_ms"]["p50"]
+    assert t["serve_api_overhead_p50_ms_hybrid"]["difference_of_p50s_ms"] == o["overhead_p50_ms"]
+    assert t["serve_p95_during_ingest_ratio"]["value"] == il["p95_ratio"]
+    md = render_markdown(r)
+    assert "## 5. Serve" in md and "| 16 | 16 | 16 | 0 |" in md
+
+
+@pytest.mark.slow  # exports and int8-quantizes the embedder and the cross-encoder to ONNX: ~1-2 min
+def test_backends_part_quick_reports_ratios_to_fp32(tmp_path, minilm_path, evaldata):
+    from evals.bench.backends import BackendsConfig
+    from evals.bench.report import render_markdown
+    from rag.backends import BACKENDS
+
+    bcfg = BackendsConfig(chunks=8, queries=2, rerank_questions=1, m=5)
+    r = bench.run_bench(_tiny_settings(tmp_path, minilm_path), bench.BenchConfig.quick_config(), progress=lambda _m: None,
+                        workdir=tmp_path / "work", parts=("backends",), backends_cfg=bcfg)
+    json.dumps(r, allow_nan=False)
+    b = r["backends"]
+    assert b["config"] == {"chunks": 8, "queries": 2, "rerank_questions": 1, "m": 5}
+    assert b["rerank_m"] == 5 and b["rerank_questions"] == 1
+    assert list(b["embedding"]) == list(BACKENDS)
+    fp32 = b["embedding"]["torch-fp32"]
+    assert fp32["chunks_per_s_ratio"] == pytest.approx(1.0) and fp32["query_p50_ratio"] == pytest.approx(1.0)
+    for name, v in b["embedding"].items():
+        assert v["chunks_per_s_ratio"] == pytest.approx(v["chunks_per_s"] / fp32["chunks_per_s"], rel=1e-9), name
+        assert v["query_p50_ratio"] == pytest.approx(v["query_p50_ms"] / fp32["query_p50_ms"], rel=1e-9), name
+    assert len(b["rerank"]) == len(BACKENDS) + 3 * 2  # full for each backend; 3 backends x budgets (192, 128)
+    assert b["rerank"]["torch-fp32 full"]["stage_ratio"] == pytest.approx(1.0)
+    rows = b["ratios_to_fp32"]
+    assert len(rows) == len(b["embedding"]) + len(b["rerank"])
+    for row in rows:
+        src = b["embedding" if row["stage"] == "embed" else "rerank"][row["variant"]]
+        key = "chunks_per_s_ratio" if row["stage"] == "embed" else "stage_ratio"
+        assert row[key] == src[key]
+    md = render_markdown(r)
+    assert "## 6. Model backends" in md and "| onnx-int8 |" in md

@@ -11,7 +11,7 @@ from rag.answering.floor import FloorPolicy, dense_floor_for, floor_policy, pass
 from rag.config import Settings
 from rag.conversation import Rewrite, check_llm_query, condense, condenser_from_settings, is_follow_up, rule_rewrite
 from rag.models import Chunk, Hit, ScoreKind
-from tests.fake_llm_server import Delay, Reply, Status, fake_llm  # noqa: F401  (fake_llm is a fixture)
+from tests.fake_llm_server import Delay, Reply, Status
 
 
 def user(*turns: str) -> list[dict[str, str]]:
@@ -220,7 +220,7 @@ def test_floor_policy_per_score_kind():
     assert passes_floor(hit(1, None, None), policy) is None  # built by hand, no leg scores: not judged
     assert passes_floor(hit(1, 0.05, None, ScoreKind.DENSE), policy) is False
     assert passes_floor(hit(1, 0.05, 1, ScoreKind.BM25), policy) is None  # the gate's own floor applies
-    assert (dense_floor_for("BAAI/bge-small-en-v1.5"), dense_floor_for("/x/all-MiniLM-L6-v2")) == (0.0, 0.10)
+    assert (dense_floor_for("BAAI/bge-small-en-v1.5"), dense_floor_for("/x/all-MiniLM-L6-v2")) == (0.0, 0.30)
     assert floor_policy(None) == FloorPolicy(0.0, 3)
 
 

@@ -22,7 +22,7 @@ from rag.errors import ModelMismatchError
 from rag.pipeline import Pipeline
 from rag.store import CollectionInfo, EdgeStore, open_store
 from tests.conftest import REPO_ROOT
-from tests.fake_llm_server import Delay, Reply, Status, closed_port_url, fake_llm  # noqa: F401
+from tests.fake_llm_server import Delay, Reply, Status, closed_port_url
 
 SECRET = "sk-test-DEPFAULT-5f2c9e1d7b"
 QUESTION = "How many laptops were delivered on January 23, 2023?"
@@ -125,6 +125,7 @@ def _one_line_exit_2(proc: subprocess.CompletedProcess) -> str:
     return reasons[0]
 
 
+@pytest.mark.slow  # waits out connection retries to a dead Qdrant: ~25 s
 def test_qdrant_server_unreachable(tmp_path, minilm_path):
     url = closed_port_url().removesuffix("/v1")
     docs = tmp_path / "docs"
@@ -156,6 +157,7 @@ def _store_env(settings) -> dict[str, str]:
     return {"RAG_QDRANT_PATH": settings.qdrant_path, "RAG_COLLECTION": settings.collection}
 
 
+@pytest.mark.slow  # `rag` processes with broken model folders: ~40 s
 def test_missing_model_files_fail_clearly_without_writes(tmp_path, settings, existing, minilm_path):
     docs, snapshot = existing
     no_weights = tmp_path / "minilm-no-weights"  # a model folder whose weights file is gone

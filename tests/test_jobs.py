@@ -118,6 +118,7 @@ def test_running_job_left_by_a_crash_is_requeued_and_rerun(tmp_path, folder):
     claimed = queue.claim_next()  # a writer took it ... and the process died
     assert claimed is not None and claimed.state == "running"
     queue.update(job.id, files_done=2, current_file="f1.txt")
+    _writer_process_died(path)
 
     restarted = JobQueue(path)
     ingest = Recorder()
@@ -128,6 +129,43 @@ def test_running_job_left_by_a_crash_is_requeued_and_rerun(tmp_path, folder):
     finally:
         runner.stop()
     assert final.state == "done" and final.attempts == 2 and final.files_done == 4
+
+
+def _writer_process_died(path: Path) -> None:
+    """Make the lease holder a process of this host that has exited (as after a kill -9)."""
+    import socket
+    import sqlite3
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE writer_lease SET owner = ?", (f"{socket.gethostname()}:{dead.pid}:gone",))
+
+
+def test_replicas_sharing_a_queue_never_write_one_collection_at_once(tmp_path):
+    """Two server replicas over one state_dir: one writer per collection; another collection proceeds;
+    a live replica's running job is not re-queued by the other; a dead replica's job is taken over."""
+    path = jobs_db_path(tmp_path / "state")
+    replica_a, replica_b = JobQueue(path), JobQueue(path)
+    first = replica_a.submit("docs", ["/x/a.txt"], EDITOR)
+    second = replica_b.submit("docs", ["/x/b.txt"], EDITOR)
+    other = replica_b.submit("mail", ["/x/c.eml"], EDITOR)
+
+    assert replica_a.claim_next().id == first.id
+    # B may not write into "docs" while A does, but may take the job of another collection.
+    assert replica_b.claim_next().id == other.id
+    assert replica_b.claim_next() is None
+    # A third process starting up re-queues nothing that a live writer is running.
+    assert JobQueue(path).requeue_interrupted() == 0
+    assert replica_a.get(first.id).state == "running" and replica_b.get(other.id).state == "running"
+    # A finishes: "docs" is free again for B.
+    replica_a.update(first.id, state="done", stage="done")
+    assert replica_b.claim_next().id == second.id
+    # B dies mid-job: a restart takes the job over.
+    _writer_process_died(path)
+    restarted = JobQueue(path)
+    assert restarted.requeue_interrupted() == 2
+    assert {restarted.claim_next().id, restarted.claim_next().id} == {second.id, other.id}
 
 
 def test_a_job_over_missing_paths_fails_with_a_reason(tmp_path):

@@ -22,7 +22,7 @@ from evals.judge_validation import (
 from evals.judges import LexicalJudge, LLMJudge, NLIJudge, make_judge, parse_json_reply, split_claims
 from evals.metrics import citation_scores
 from rag.errors import ConfigError, LLMError, ModelLoadError
-from tests.fake_llm_server import Reply, Status, fake_llm  # noqa: F401  (fixture)
+from tests.fake_llm_server import Reply, Status
 
 CONTEXT = (
     "Milhouse Van Houten is a character in The Simpsons, created by Matt Groening, who named the "

@@ -227,6 +227,7 @@ def tiny_reader(tmp_path_factory, evaldata, minilm_path):
     return out, report
 
 
+@pytest.mark.slow  # tiny_reader trains a reader: ~45 s
 def test_training_saves_a_loadable_reader(tiny_reader):
     out, report = tiny_reader
     assert report.steps == 6 and report.questions == 240 and report.features >= report.examples
@@ -235,6 +236,7 @@ def test_training_saves_a_loadable_reader(tiny_reader):
     assert load_reader(str(out)) is load_reader(str(out))  # loads once per process
 
 
+@pytest.mark.slow  # needs tiny_reader (~45 s of training)
 def test_trained_reader_cites_inside_the_allow_list_and_quotes_verbatim(tiny_reader, evaldata):
     out, _ = tiny_reader
     settings = Settings(reader_model=str(out), reader_no_answer_margin=-1e9)  # always answer: test every span
@@ -281,6 +283,7 @@ def test_fallback_to_the_sentence_answerer_when_the_reader_cannot_load(tmp_path,
     assert answer.provider == "extractive"
 
 
+@pytest.mark.slow  # needs tiny_reader (~45 s of training)
 def test_the_product_factory_picks_the_reader_or_falls_back(tiny_reader, tmp_path):
     from rag.answering import make_answerer
 

@@ -11,14 +11,7 @@ from rag.errors import ModelLoadError
 from rag.rerank import Reranker, load_reranker
 
 
-@pytest.fixture(scope="session")
-def reranker(minilm_path) -> Reranker:
-    torch = pytest.importorskip("torch")
-    torch.manual_seed(0)  # the classification head is freshly initialised: seed it for reproducible scores
-    rr = load_reranker(Settings(rerank_model=minilm_path))
-    assert rr is not None
-    return rr
-
+# `reranker` (session, head seeded for reproducible scores) comes from tests/conftest.py.
 
 TEXTS = [
     "The cat sat on the mat.",

@@ -87,13 +87,6 @@ def docqa_dir(tmp_path) -> Path:
     return root
 
 
-@pytest.fixture(scope="session")
-def reranker(minilm_path):
-    from rag.rerank import load_reranker
-
-    return load_reranker(Settings(rerank_model=minilm_path))
-
-
 @pytest.fixture()
 def eval_settings(settings) -> Settings:
     """The shared per-test settings (conftest): MiniLM, fresh embedded store, extractive answers."""
@@ -104,6 +97,7 @@ def _in_unit(value) -> bool:
     return value is None or 0.0 <= value <= 1.0
 
 
+@pytest.mark.slow  # two full retrieval evals over every mode: ~40 s
 def test_beir_retrieval_writes_report_and_is_deterministic(beir_dir, tmp_path, eval_settings, embedder, reranker):
     out1, out2 = tmp_path / "run1", tmp_path / "run2"
     modes = ["dense", "bm25", "hybrid", "rerank"]

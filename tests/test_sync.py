@@ -139,15 +139,11 @@ def test_stored_files_lists_files_a_caller_may_see(folder, settings, embedder):
     store.close()
 
 
-def test_provenance_fields(tmp_path, settings, embedder, evaldata):
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    src = evaldata / "docs-mixed" / "files"
-    for name in ("layout-parser-paper-fast.pdf", "unstructured-example-docs-README.md"):
-        shutil.copy(src / name, docs / name)
+def test_provenance_fields(index_docs):
+    indexed = index_docs("layout-parser-paper-fast.pdf", "unstructured-example-docs-README.md", acl=["hr", "legal"])
+    docs, settings = indexed.docs, indexed.settings
+    assert indexed.report.indexed == 2
     store = open_store(settings)
-    report = ingest_paths([docs], settings, store, embedder, acl=["hr", "legal"], progress=False)
-    assert report.indexed == 2
     chunks = list(iter_chunks(store))
     pdf_chunks = [c for c in chunks if c.file_type == "pdf"]
     assert {p for c in pdf_chunks for p in c.page_numbers} >= {1, 2}

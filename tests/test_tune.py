@@ -231,6 +231,7 @@ def test_tiny_tune_changes_the_model_and_round_trips(tmp_path, minilm_path, tiny
     np.testing.assert_allclose(loaded.encode(probe, normalize_embeddings=True), tuned, atol=1e-5)
 
 
+@pytest.mark.slow  # trains a listwise reranker: ~170 s on 2 busy cores
 def test_listwise_reranker_learns_its_training_groups_and_round_trips(tmp_path, minilm_path, tiny_triplets):
     from sentence_transformers import CrossEncoder
 
@@ -249,6 +250,7 @@ def test_listwise_reranker_learns_its_training_groups_and_round_trips(tmp_path, 
     np.testing.assert_allclose(again, scores[1:2], atol=1e-5)
 
 
+@pytest.mark.slow  # a whole `rag tune` run: ~60 s
 def test_tune_end_to_end_writes_models_report_and_apply_makes_a_new_collection(tmp_path, settings, embedder):
     from rag.tuning.tune import REPORT_FILE, apply_tuned, tune
     from sentence_transformers import CrossEncoder

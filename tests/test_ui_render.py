@@ -243,3 +243,12 @@ def test_copy_gives_clean_markdown_with_sources():
     message = render.answer_message(answer, turn=1)
     hidden = re.search(r'<div class="rag-copy-src">(.*?)</div>', message).group(1)
     assert "\n" not in hidden and html_lib.unescape(hidden) == markdown
+
+
+def test_evidence_block_shows_the_rewritten_query_only_when_it_differs():
+    answer = _answer()
+    assert "Searched for" not in render.evidence_block(answer, turn=1)
+    answer.searched_query = "How many laptops did <Acme> deliver?"
+    answer.query_rewrite = {"method": "rule", "rewritten": True}
+    html = render.evidence_block(answer, turn=1)
+    assert 'Searched for: “How many laptops did &lt;Acme&gt; deliver?” (rewritten from the conversation)' in html

@@ -145,6 +145,7 @@ def test_create_edit_delete_rename_and_move_are_searchable_within_the_bound(pipe
     assert not hit_paths(pipeline, "vellumask")
 
 
+@pytest.mark.slow  # 300 files through the watcher: ~70 s
 def test_a_burst_of_300_files_is_coalesced_into_few_syncs(pipeline, folder, team_search):
     watcher, recorder = make_watcher(pipeline, folder)
     with watcher:

@@ -19,7 +19,7 @@ from rag.access import AccessDenied, Action, Caller
 from rag.errors import RagError
 from ui import render
 from ui.context import UIContext
-from ui.paths import PathRefused, confine
+from ui.paths import confine
 from ui.settings_panel import SettingsPanel, file_type_choices, models_markdown
 from ui.uploads import discard_upload, store_uploads
 from ui.web import upload_limit_bytes

@@ -19,7 +19,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 from rag.answering.citations import find_markers  # the one citation-marker grammar
-from rag.models import Answer, Chunk, Citation, Evidence, Hit
+from rag.models import Answer, Chunk, Citation, Hit
 
 
 def file_label(path: str, file_name: str = "") -> str:
@@ -291,6 +291,11 @@ def evidence_block(answer: Answer, turn: int) -> str:
     question = html.escape(answer.question, quote=False)
     parts = [f'<div class="rag-turn rag-tb-{turn}" data-turn="{turn}">',
              f'<div class="rag-turn-q">Q{turn}: {question}</div>']
+    if answer.searched_query and answer.searched_query.strip() != answer.question.strip():
+        # A follow-up was rewritten into a standalone query: show what was actually searched.
+        method = "by the LLM" if (answer.query_rewrite or {}).get("method") == "llm" else "from the conversation"
+        parts.append(f'<div class="rag-note rag-searched">Searched for: “{html.escape(answer.searched_query, quote=False)}” '
+                     f'(rewritten {method})</div>')
     if answer.error:
         parts.append('<div class="rag-error">The answer could not be generated; the evidence retrieved:</div>')
         for ev in answer.evidence:

@@ -18,6 +18,12 @@ Four parts:
                     Edge (EdgeStore), qdrant-client local mode (ServerStore ":memory:", until it stops being
                     usable) and a Qdrant server when RAG_QDRANT_URL is set.
 
+Two more parts run only when named in `--parts` (they start subprocesses or export models):
+5. `bench_serve`    (`evals.bench.serve`) `rag serve` as a subprocess: API overhead over an in-process
+                    hybrid search, throughput and p95 at 1/4/16 clients, p95 during an API ingest job,
+                    `rag ask` through a warm server vs a cold CLI.
+6. `bench_backends` (`evals.bench.backends`) evals/bench_backends.py: model backends as ratios to fp32.
+
 Synthetic chunks draw words from the unigram distribution of the real SQuAD + Cranfield text (so term
 frequencies are Zipfian like real text) and carry random unit vectors; queries are real SQuAD questions.
 `--json` prints one JSON object on stdout; the Markdown report goes to `--out` or stderr.
@@ -37,11 +43,11 @@ from evals.bench.data import Vocabulary, load_vocabulary, random_unit_vectors, s
 from evals.bench.measure import stats_ms
 from evals.bench.parts import bench_ingest, bench_query, bench_scale, measure_legs
 from evals.bench.report import render_markdown, targets
-from evals.bench.run import PARTS, run_bench
+from evals.bench.run import ALL_PARTS, EXTRA_PARTS, PARTS, run_bench
 from rag.config import Settings
 from rag.errors import ConfigError
 
-__all__ = ["BenchConfig", "DEFAULT_SIZES", "PARTS", "QUICK_SIZES", "Vocabulary", "bench_baseline_at_scale",
+__all__ = ["ALL_PARTS", "BenchConfig", "EXTRA_PARTS", "DEFAULT_SIZES", "PARTS", "QUICK_SIZES", "Vocabulary", "bench_baseline_at_scale",
            "bench_baseline_cranfield", "bench_ingest", "bench_query", "bench_scale", "load_vocabulary", "main",
            "measure_legs", "parse_sizes", "random_unit_vectors", "render_markdown", "run_bench", "squad_questions",
            "stats_ms", "synthetic_chunks", "targets"]
@@ -60,9 +66,9 @@ def main(args: Any, settings: Settings) -> int:
             s <= cfg.baseline_scale_size for s in cfg.sizes) else cfg.sizes[0]
     partial = Path(args.out).with_suffix(".partial.json") if getattr(args, "out", None) else None
     parts = tuple(p.strip() for p in (getattr(args, "parts", None) or ",".join(PARTS)).split(",") if p.strip())
-    unknown = set(parts) - set(PARTS)
+    unknown = set(parts) - set(ALL_PARTS)
     if unknown:
-        raise ConfigError(f"--parts: unknown part(s) {', '.join(sorted(unknown))}; use ingest, query, baseline, scale")
+        raise ConfigError(f"--parts: unknown part(s) {', '.join(sorted(unknown))}; use {', '.join(ALL_PARTS)}")
     # `run_bench` is looked up in this module at call time, so tests can replace it here.
     result = run_bench(settings, cfg, partial_path=partial, parts=parts)
     markdown = render_markdown(result)

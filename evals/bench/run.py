@@ -13,12 +13,14 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from evals.bench.backends import BackendsConfig, bench_backends
 from evals.bench.baseline import bench_baseline_cranfield
 from evals.bench.config import BenchConfig
 from evals.bench.data import load_vocabulary, pick_squad_files, squad_questions
 from evals.bench.measure import Progress
 from evals.bench.parts import bench_ingest, bench_query, bench_scale, pad_collection
 from evals.bench.report import targets
+from evals.bench.serve import ServeConfig, bench_serve
 from evals.datasets import evaldata_dir
 from rag.config import Settings
 from rag.embedding import embedder_from_settings
@@ -26,15 +28,21 @@ from rag.errors import ConfigError
 from rag.rerank import load_reranker
 
 PARTS = ("ingest", "query", "baseline", "scale")
+# Parts run only when asked for (`--parts serve,backends`): they start subprocesses / export models.
+EXTRA_PARTS = ("serve", "backends")
+ALL_PARTS = PARTS + EXTRA_PARTS
 
 
 def run_bench(settings: Settings, cfg: BenchConfig, progress: Callable[[str], None] | None = None,
               workdir: Path | None = None, partial_path: Path | None = None,
-              parts: Sequence[str] = PARTS) -> dict[str, Any]:
+              parts: Sequence[str] = PARTS, serve_cfg: ServeConfig | None = None,
+              backends_cfg: BackendsConfig | None = None) -> dict[str, Any]:
     """Run the chosen parts and return one JSON-able dict (see the module docstring).
 
     `partial_path`: the figures measured so far are rewritten there after each part, so an
     interrupted long run keeps them. "query" needs "ingest" (it queries the ingested collection).
+    "serve" and "backends" (in EXTRA_PARTS) run only when named; `serve_cfg` / `backends_cfg` default to
+    their quick or full sizes after `cfg.quick`.
     """
     progress = progress or Progress()
     started = time.perf_counter()
@@ -110,6 +118,31 @@ def run_bench(settings: Settings, cfg: BenchConfig, progress: Callable[[str], No
                 cfg.baseline_scale_size = -1  # no at-scale comparison either
             result["scale"] = bench_scale(settings, embedder, reranker, vocab, cfg, scale_qs, workdir, progress)
             result["baseline"]["at_scale"] = result["scale"].pop("baseline_at_scale")
+            checkpoint()
+
+        if "serve" in parts:
+            scfg = serve_cfg or (ServeConfig.quick() if cfg.quick else ServeConfig())
+            docs = sorted((squad / "docs").glob("*.md"), key=lambda p: (p.stat().st_size, p.name))
+            build_files = docs[: scfg.docs]
+            if scfg.ingest_max_chars:
+                cut = workdir / "serve_docs"
+                cut.mkdir(parents=True, exist_ok=True)
+                cut_files = []
+                for f in build_files:
+                    text = f.read_text(encoding="utf-8")[: scfg.ingest_max_chars]
+                    (cut / f.name).write_text(text[: text.rfind("\n\n")] if "\n\n" in text else text, encoding="utf-8")
+                    cut_files.append(cut / f.name)
+                build_files = cut_files
+            ingest_files = docs[scfg.docs: scfg.docs + scfg.ingest_docs]
+            serve_qs = [r["question"] for r in squad_questions(squad, {f.name for f in build_files})] or \
+                [r["question"] for r in squad_questions(squad)][:50]
+            result["serve"] = bench_serve(settings, embedder, build_files, ingest_files, serve_qs, vocab, scfg,
+                                          workdir, progress)
+            checkpoint()
+
+        if "backends" in parts:
+            bcfg = backends_cfg or (BackendsConfig.quick() if cfg.quick else BackendsConfig())
+            result["backends"] = bench_backends(settings, bcfg, workdir, progress)
             checkpoint()
         result["targets"] = targets(result)
         result["seconds"] = round(time.perf_counter() - started, 1)

@@ -6,8 +6,8 @@
 from __future__ import annotations
 
 from rag.answering.extractive import ExtractiveAnswerer
-from rag.answering.llm import LLMAnswerer
 from rag.answering.reader import make_reader_answerer
+from rag.answering.llm import LLMAnswerer
 from rag.config import Settings
 from rag.embedding import EmbedderProtocol
 from rag.models import Answerer
@@ -20,6 +20,5 @@ def make_answerer(settings: Settings, embedder: EmbedderProtocol | None = None) 
     (`Settings.llm_enabled`), else the offline extractive answerer (scoring with `embedder` when given)."""
     if settings.llm_enabled:
         return LLMAnswerer(settings)
-    from rag.answering.reader import make_reader_answerer  # the reader when `reader_model` loads, else sentences
-
+    # The reader when `reader_model` loads, else the sentence answerer (reader.py imports torch lazily).
     return make_reader_answerer(settings, embedder)

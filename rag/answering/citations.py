@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from rag.models import Citation, Evidence, Hit, SentenceSupport
+from rag.models import Answer, Citation, Evidence, Hit, SentenceSupport, TokenCallback
 from rag.text import ENGLISH_FUNCTION_WORDS, ENGLISH_NEGATIONS
 
 # A bracketed run short enough to be a citation marker (no nesting, no newline).
@@ -230,6 +230,27 @@ def abstention_text(related: list[Hit]) -> str:
         snippet = " ".join(c.text.split())
         lines.append(f"- {where}: {snippet[:160]}{'…' if len(snippet) > 160 else ''}")
     return "\n".join(lines)
+
+
+def abstained_answer(question: str, evidence: list[Evidence], related: list[Hit], provider: str,
+                     timings_ms: dict[str, float], on_token: TokenCallback | None = None) -> Answer:
+    """An abstention (listing the related passages), streamed whole to `on_token`."""
+    text = abstention_text(related)
+    if on_token is not None:
+        on_token(text)
+    return Answer(question=question, text=text, citations=[], evidence=evidence, abstained=True,
+                  related=related, provider=provider, timings_ms=timings_ms)
+
+
+def checked_answer(question: str, check: "CitationCheck", evidence: list[Evidence], related: list[Hit],
+                   provider: str, timings_ms: dict[str, float], on_token: TokenCallback | None = None) -> Answer:
+    """An answer built from validated text (`validate_citations`), streamed whole to `on_token`."""
+    if on_token is not None:
+        on_token(check.text)
+    return Answer(question=question, text=check.text, citations=check.citations, evidence=evidence,
+                  abstained=False, related=related, sentences=check.sentences,
+                  removed_sentences=check.removed_sentences, dropped_citations=check.dropped_citations,
+                  provider=provider, timings_ms=timings_ms)
 
 
 def content_terms(text: str) -> set[str]:

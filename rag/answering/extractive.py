@@ -22,7 +22,7 @@ from typing import Callable
 
 import numpy as np
 
-from rag.answering.citations import abstention_text, split_sentences, validate_citations
+from rag.answering.citations import abstained_answer, checked_answer, split_sentences, validate_citations
 from rag.config import Settings
 from rag.embedding import EmbedderProtocol
 from rag.lexical import BM25Encoder
@@ -130,16 +130,7 @@ class ExtractiveAnswerer:
         chosen = self.select(self.score_sentences(question, evidence)) if evidence else []
         timings = {"extractive": round((time.perf_counter() - started) * 1000.0, 2)}
         if not chosen:
-            text = abstention_text(related)
-            if on_token is not None:
-                on_token(text)
-            return Answer(question=question, text=text, citations=[], evidence=evidence, abstained=True,
-                          related=related, provider=self.provider, timings_ms=timings)
+            return abstained_answer(question, evidence, related, self.provider, timings, on_token)
         text = " ".join(f"{s.text} [{s.evidence.number}]" for s in chosen)
         check = validate_citations(text, evidence, strict=True)
-        if on_token is not None:
-            on_token(check.text)
-        return Answer(question=question, text=check.text, citations=check.citations, evidence=evidence,
-                      abstained=False, related=related, sentences=check.sentences,
-                      removed_sentences=check.removed_sentences, dropped_citations=check.dropped_citations,
-                      provider=self.provider, timings_ms=timings)
+        return checked_answer(question, check, evidence, related, self.provider, timings, on_token)

@@ -37,7 +37,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from rag.answering.citations import abstention_text, split_sentences, validate_citations
+from rag.answering.citations import abstained_answer, checked_answer, split_sentences, validate_citations
 from rag.errors import RagError
 from rag.models import Answer, Evidence, Hit, TokenCallback
 
@@ -312,11 +312,7 @@ class ReaderAnswerer:
         chosen = self.select(result, question, [e.chunk.text for e in evidence])
         timings: dict[str, float] = {}
         if not chosen:
-            text = abstention_text(related)
-            if on_token is not None:
-                on_token(text)
-            return Answer(question=question, text=text, citations=[], evidence=evidence, abstained=True,
-                          related=related, provider=self.provider, timings_ms=timings)
+            return abstained_answer(question, evidence, related, self.provider, timings, on_token)
         lines = []
         for sp in chosen:
             ev = evidence[sp.passage]
@@ -328,12 +324,7 @@ class ReaderAnswerer:
             # bare spans, which always carry their marker.
             text = "\n\n".join(f"**{' '.join(sp.text.split())}** [{evidence[sp.passage].number}]" for sp in chosen)
             check = validate_citations(text, evidence, strict=True)
-        if on_token is not None:
-            on_token(check.text)
-        return Answer(question=question, text=check.text, citations=check.citations, evidence=evidence,
-                      abstained=False, related=related, sentences=check.sentences,
-                      removed_sentences=check.removed_sentences, dropped_citations=check.dropped_citations,
-                      provider=self.provider, timings_ms=timings)
+        return checked_answer(question, check, evidence, related, self.provider, timings, on_token)
 
 
 @functools.lru_cache(maxsize=256)

@@ -31,6 +31,16 @@ def _qe() -> Any:
     return qdrant_edge
 
 
+def _flush_and_close(shard: Any) -> None:
+    """Flush a shard's writes, then close it even when the flush fails (None: nothing open)."""
+    if shard is None:
+        return
+    try:
+        shard.flush()
+    finally:
+        shard.close()
+
+
 class _Handle:
     """One process's hold on a shard directory: the lock file, the open shard (if any), its users."""
 
@@ -96,11 +106,7 @@ def _release(path: Path, handle: _Handle) -> None:
             del _HANDLES[str(path)]
         shard, handle.shard = handle.shard, None
         try:
-            if shard is not None:
-                try:
-                    shard.flush()
-                finally:
-                    shard.close()
+            _flush_and_close(shard)
         finally:
             os.close(handle.lock_fd)  # closing the descriptor releases the flock
 
@@ -282,11 +288,7 @@ class EdgeStore(Store):
             if self._handle is not None:
                 shard, self._handle.shard = self._handle.shard, None
             try:
-                if shard is not None:
-                    try:
-                        shard.flush()
-                    finally:
-                        shard.close()
+                _flush_and_close(shard)
             finally:
                 shutil.rmtree(self.path, ignore_errors=True)
 
