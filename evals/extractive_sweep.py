@@ -86,11 +86,15 @@ def build_evidence(q: dict, paragraphs: list[str], rng: random.Random) -> list[E
 
 
 class CachedEmbedder:
-    """Wraps an Embedder so repeated sentences (shared paragraphs) are embedded once."""
+    """Wraps an Embedder so repeated sentences (shared paragraphs, passages retrieved for many questions)
+    are embedded once; every other attribute is the wrapped embedder's."""
 
     def __init__(self, inner) -> None:
         self.inner = inner
         self.cache: dict[str, np.ndarray] = {}
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
 
     def embed_query(self, text: str) -> np.ndarray:
         return self.inner.embed_query(text)

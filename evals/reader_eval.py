@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from evals.datasets import load_doc_qa
+from evals.extractive_sweep import CachedEmbedder
 from evals.metrics import exact_match, token_f1
 from evals.relevance import is_relevant
 from rag.answering.citations import find_markers
@@ -50,27 +51,6 @@ from rag.pipeline import Pipeline
 MARGINS = [round(x, 2) for x in np.arange(-4.0, 10.01, 0.5)]
 EXTRACTIVE_THRESHOLDS = [0.0, 0.3, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.8]
 TARGET_ANSWER_RATE = 0.7
-
-
-class CachedEmbedder:
-    """Wraps an Embedder so sentences of passages retrieved for many questions are embedded once."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.cache: dict[str, np.ndarray] = {}
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    def embed_query(self, text: str) -> np.ndarray:
-        return self.inner.embed_query(text)
-
-    def embed_passages(self, texts: list[str], show_progress: bool = False) -> np.ndarray:
-        missing = [t for t in dict.fromkeys(texts) if t not in self.cache]
-        if missing:
-            for t, v in zip(missing, self.inner.embed_passages(missing)):
-                self.cache[t] = v
-        return np.stack([self.cache[t] for t in texts])
 
 
 def strip_markers(text: str) -> str:

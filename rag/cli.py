@@ -69,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
 
     p = sub.add_parser("stats", help="collection statistics")
+    _add_acl(p, "count the files these labels can see (repeatable; default: the default labels)")
     _add_common(p)
 
     p = sub.add_parser("remove", help="remove one file's chunks from the collection")
@@ -99,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sizes", help="comma-separated collection sizes for the scale test")
     p.add_argument("--out", help="write the Markdown report here")
     p.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
-    p.add_argument("--parts", help="comma-separated subset of ingest,query,baseline,scale (default: all)")
+    p.add_argument("--parts", help="comma-separated subset of ingest,query,baseline,scale,serve,backends "
+                                   "(default: ingest,query,baseline,scale)")
     _add_common(p)
 
     p = sub.add_parser("tune", help="fine-tune the retriever and reranker on the collection's own chunks")
@@ -288,6 +290,8 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
     from rag.pipeline import Pipeline
 
+    if args.acl:
+        settings = settings.replace(default_acl=args.acl)
     pipeline = Pipeline(settings)
     try:
         stats = pipeline.stats()

@@ -9,4 +9,4 @@ folder=${1:-../shared/evaldata/docs-mixed/files}
 [ -d "$folder" ] || folder=samples
 .venv/bin/rag ingest "$folder"
 .venv/bin/rag stats
-exec .venv/bin/rag ui
+exec .venv/bin/rag ui --ingest-root "$folder"   # the UI may also index more files from this folder

@@ -154,22 +154,24 @@ def build_mcp(state: Any, stdio_caller: Caller | None = None):
     def pipeline(collection: str | None):
         return run(lambda: state.pipeline(collection))
 
+    async def as_caller(ctx: Context, collection: str | None, call: Callable[[Any, Caller], Any]) -> Any:
+        """Run `call(pipeline, caller)` for this request's caller in a worker thread, errors as ToolErrors."""
+        caller = caller_of(ctx)
+        p = pipeline(collection)
+        return await anyio.to_thread.run_sync(lambda: run(lambda: call(p, caller)))
+
     @mcp.tool(description="Search the indexed documents; returns passages with file, page and score.")
     async def search(ctx: Context, query: str = Field(..., min_length=1, max_length=2000, description="what to look for"),
                      k: int = Field(10, ge=1, le=100, description="number of passages"),
                      mode: str | None = Field(None, description="dense | bm25 | hybrid | rerank"),
                      collection: str | None = Field(None, description="collection (default: the server's)")) -> SearchOut:
-        caller = caller_of(ctx)
-        p = pipeline(collection)
-        result = await anyio.to_thread.run_sync(lambda: run(lambda: p.search(query, k=k, mode=mode, caller=caller)))
+        result = await as_caller(ctx, collection, lambda p, caller: p.search(query, k=k, mode=mode, caller=caller))
         return SearchOut(query=query, mode=str(result.mode), results=[_passage(h) for h in result.hits])
 
     @mcp.tool(description="Answer a question from the documents with validated [n] citations, or abstain.")
     async def ask(ctx: Context, question: str = Field(..., min_length=1, max_length=2000),
                   collection: str | None = Field(None, description="collection (default: the server's)")) -> AskOut:
-        caller = caller_of(ctx)
-        p = pipeline(collection)
-        answer = await anyio.to_thread.run_sync(lambda: run(lambda: p.ask(question, caller=caller)))
+        answer = await as_caller(ctx, collection, lambda p, caller: p.ask(question, caller=caller))
         return AskOut(answer=answer.text, abstained=answer.abstained,
                       citations=[CitationOut(number=c.number, chunk_id=c.chunk_id, file=c.file, page=c.page,
                                              quote=c.quote) for c in answer.citations],
@@ -177,18 +179,14 @@ def build_mcp(state: Any, stdio_caller: Caller | None = None):
 
     @mcp.tool(description="List the indexed files you can see, with chunk counts and labels.")
     async def list_files(ctx: Context, collection: str | None = Field(None, description="collection (default: the server's)")) -> FilesOut:
-        caller = caller_of(ctx)
-        p = pipeline(collection)
-        files = await anyio.to_thread.run_sync(lambda: run(lambda: p.list_files(caller=caller)))
+        files = await as_caller(ctx, collection, lambda p, caller: p.list_files(caller=caller))
         return FilesOut(files=[FileOut(file_path=f["file_path"], file_type=f.get("file_type", ""),
                                        chunks=f["chunks"], acl=list(f["acl"])) for f in files])
 
     @mcp.tool(description="Get one passage by its chunk id (from search or ask citations), with provenance.")
     async def get_passage(ctx: Context, chunk_id: str = Field(..., min_length=1, max_length=100),
                           collection: str | None = Field(None, description="collection (default: the server's)")) -> PassageLookupOut:
-        caller = caller_of(ctx)
-        p = pipeline(collection)
-        chunk = await anyio.to_thread.run_sync(lambda: run(lambda: p.get_chunk(chunk_id, caller=caller)))
+        chunk = await as_caller(ctx, collection, lambda p, caller: p.get_chunk(chunk_id, caller=caller))
         if chunk is None:
             return PassageLookupOut(found=False)
         return PassageLookupOut(found=True, passage=_passage(chunk, None), chunk_index=chunk.chunk_index,
