@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from ingest.chunking import Chunker, ChunkDraft
 from ingest.loaders import ParsedDocument, parse_file, supported
+from rag.access import root_of
 from rag.config import Settings
 from rag.errors import ParseError, RagError
 from rag.lexical import BM25Encoder
@@ -208,11 +209,6 @@ def discover_files(paths: Iterable[str | os.PathLike[str]], follow_symlinks: boo
     return sorted(set(files)), roots
 
 
-def _under_roots(path: str, roots: list[Path]) -> bool:
-    candidate = Path(path)
-    return any(candidate == root or root in candidate.parents for root in roots)
-
-
 @dataclass
 class _Parsed:
     path: Path
@@ -321,7 +317,7 @@ class FolderSync:
 
         # Files that disappeared from the synced folders lose their chunks.
         for stored_path, stored in manifest.items():
-            if stored_path not in present and _under_roots(stored_path, roots) and not Path(stored_path).exists():
+            if stored_path not in present and root_of(Path(stored_path), roots) is not None and not Path(stored_path).exists():
                 removed = self.store.delete_file(stored_path)
                 report.chunks_removed += removed
                 report.add(FileOutcome(stored_path, "removed", "file no longer exists", chunks=removed))

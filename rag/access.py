@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Iterable
 
 from rag.errors import RagError
@@ -116,3 +117,16 @@ class Caller:
         return SearchFilter(acl=acl, file_paths=base.file_paths, file_types=base.file_types,
                             path_prefix=base.path_prefix, ingested_after=base.ingested_after,
                             ingested_before=base.ingested_before)
+
+
+def resolve_roots(roots: Iterable[str | Path] | None) -> list[Path]:
+    """Configured folders (ingest roots, eval roots) as absolute, resolved paths; none means nothing allowed."""
+    return [Path(r).expanduser().resolve() for r in roots or []]
+
+
+def root_of(path: Path, roots: Iterable[Path]) -> Path | None:
+    """The root among `roots` that `path` is, or lies under (compared as given: resolve both first), else None."""
+    for root in roots:
+        if path == root or root in path.parents:
+            return root
+    return None

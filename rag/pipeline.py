@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from ingest.sync import IngestReport, discover_files, ingest_paths, stored_files
-from rag.access import AccessDenied, Action, Caller, Role
+from rag.access import AccessDenied, Action, Caller, Role, resolve_roots, root_of
 from rag.answering import make_answerer
 from rag.answering.evidence import related_passages, select_evidence
 from rag.config import Settings, load_settings
@@ -469,10 +469,9 @@ def check_path_text(path: str | os.PathLike[str]) -> None:
 
 def confine_to_roots(paths: Iterable[str | os.PathLike[str]], roots: Iterable[str | os.PathLike[str]]) -> None:
     """AccessDenied naming the first path that does not resolve (symlinks resolved) inside one of `roots`."""
-    resolved_roots = [Path(r).expanduser().resolve() for r in roots]
+    resolved_roots = resolve_roots(roots)
     for raw in paths:
-        target = Path(raw).expanduser().resolve()
-        if not any(target == root or root in target.parents for root in resolved_roots):
+        if root_of(Path(raw).expanduser().resolve(), resolved_roots) is None:
             raise AccessDenied(f"{os.fspath(raw)}: outside the folders this server may ingest from")
 
 

@@ -149,17 +149,21 @@ def test_upload_a_file_and_see_it_indexed(page, ui_server, tmp_path):
     assert "note.txt" in page.locator("#evidence").inner_text()
 
 
+def _record_streaming_states(page) -> None:
+    """Record every state of the reply while it streams (the text while the cursor ▍ is shown)."""
+    page.evaluate("""() => { window.__snapshots = [];
+        new MutationObserver(() => { const t = document.querySelector('#chat').innerText;
+          if (t.includes('▍')) window.__snapshots.push(t); })
+        .observe(document.querySelector('#chat'), {subtree: true, childList: true, characterData: true}); }""")
+
+
 def test_llm_answer_streams_in_the_browser(page, ui_server, fake_llm):
     words = " ".join(["The memo says that"] * 20)
     fake_llm.responder = lambda body: f"{words} 200 laptops were delivered on January 23, 2023 [1]."
     server = llm_ui_server(ui_server, fake_llm)
     try:
         _open(page, server.url)
-        # record every state of the reply while it streams
-        page.evaluate("""() => { window.__snapshots = [];
-            new MutationObserver(() => { const t = document.querySelector('#chat').innerText;
-              if (t.includes('▍')) window.__snapshots.push(t); })
-            .observe(document.querySelector('#chat'), {subtree: true, childList: true, characterData: true}); }""")
+        _record_streaming_states(page)
         _ask(page, LAPTOPS)
         page.locator("#chat .rag-cite").first.wait_for(state="visible", timeout=TIMEOUT_MS)
         snapshots = page.evaluate("window.__snapshots")
@@ -241,10 +245,7 @@ def test_planted_images_and_links_are_never_fetched_or_clickable(page, ui_server
     page.on("request", lambda r: requests.append(r.url))
     try:
         _open(page, server.url)
-        page.evaluate("""() => { window.__snapshots = [];
-            new MutationObserver(() => { const t = document.querySelector('#chat').innerText;
-              if (t.includes('▍')) window.__snapshots.push(t); })
-            .observe(document.querySelector('#chat'), {subtree: true, childList: true, characterData: true}); }""")
+        _record_streaming_states(page)
         _ask(page, LAPTOPS)
         page.locator("#chat .rag-cite").first.wait_for(state="visible", timeout=TIMEOUT_MS)
         page.wait_for_timeout(500)

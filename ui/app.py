@@ -32,6 +32,7 @@ from typing import Iterable
 
 import gradio as gr
 
+from rag.access import resolve_roots
 from rag.config import Settings
 from rag.errors import RagError
 from rag.pipeline import Pipeline
@@ -41,7 +42,6 @@ from ui.context import CallerSource, UIContext, default_caller
 from ui.documents import build_documents_tab
 from ui.eval_reports import build_eval_tab, load_eval_folder
 from ui.explore import build_explore_tab
-from ui.paths import resolve_roots
 from ui.session import (SessionOptions, effective_mode, parse_threshold, session_filter,  # noqa: F401 - API
                         session_settings)
 from ui.viewer import gradio_resolver, viewer_router

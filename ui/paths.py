@@ -8,27 +8,14 @@ lead out), and must lie inside one of the configured roots, with no hidden compo
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable
 
+from rag.access import root_of
 from rag.errors import RagError
 from rag.pipeline import check_path_text
 
 
 class PathRefused(RagError):
     """A visitor-supplied path that is malformed, outside the roots, hidden or missing."""
-
-
-def resolve_roots(roots: Iterable[str | Path] | None) -> list[Path]:
-    """The configured roots as absolute, resolved folders (an empty list means: nothing allowed)."""
-    return [Path(r).expanduser().resolve() for r in roots or []]
-
-
-def root_of(path: Path, roots: list[Path]) -> Path | None:
-    """The root `path` (resolved) lies in, or None."""
-    for root in roots:
-        if path == root or root in path.parents:
-            return root
-    return None
 
 
 def confine(raw: str | None, roots: list[Path], what: str = "path") -> Path:
