@@ -15,7 +15,7 @@ from typing import Any, get_type_hints
 
 from rag.errors import ConfigError
 from rag.models import Mode
-from rag.secrets import mask_key, redact, url_secrets
+from rag.secrets import mask_key, redact, redact_data, url_secrets
 
 __all__ = ["Settings", "load_settings", "validate", "redact", "mask_key", "BGE_QUERY_INSTRUCTION"]
 
@@ -161,16 +161,7 @@ class Settings:
 
     def public_dict(self) -> dict[str, Any]:
         """Settings as a dict with secrets redacted (keys masked, URL credentials removed), safe to show."""
-        data = dataclasses.asdict(self)
-        for key in ("llm_api_key", "qdrant_api_key"):
-            if data.get(key):
-                data[key] = "***"
-        known = self.secrets()
-        for key, value in data.items():
-            if isinstance(value, str) and key not in ("llm_api_key", "qdrant_api_key"):
-                data[key] = redact(value, known)
-        return data
-
+        return redact_data(dataclasses.asdict(self), self.secrets())
 
 def _coerce(name: str, raw: Any, type_hint: Any, source: str) -> Any:
     """Convert a TOML or environment value to the field's type, with an error naming the setting."""

@@ -107,6 +107,34 @@ def redact(text: object, known: Iterable[str | None] = ()) -> str:
     return out
 
 
+# Words that make a field's value secret wherever it appears (`llm_api_key`, `client_secret`, `password`).
+_SECRET_KEY_WORDS = ("apikey", "api_key", "api-key", "password", "passwd", "secret", "credential", "authorization")
+
+
+def is_secret_key(name: object) -> bool:
+    """True for a field name whose value is a secret: `*api_key*`, `*password*`, `*secret*`, `*_token`...
+
+    A name ending in the word "token" is secret (`access_token`); token counts and budgets are not
+    (`chunk_tokens`, `evidence_token_budget`).
+    """
+    lowered = str(name).lower()
+    return any(word in lowered for word in _SECRET_KEY_WORDS) or re.split(r"[^a-z0-9]+", lowered)[-1] == "token"
+
+
+def redact_data(data: Any, known: Iterable[str | None] = ()) -> Any:
+    """A JSON-like structure with secrets masked: the whole value of a secret-named key (when set), and
+    every string through `redact`. Used for settings dumps and for eval results shown in the UI."""
+    known = list(known)
+    if isinstance(data, dict):
+        return {k: (MASK if is_secret_key(k) and v not in (None, "", False) else redact_data(v, known))
+                for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [redact_data(v, known) for v in data]
+    if isinstance(data, str):
+        return redact(data, known)
+    return data
+
+
 def _mask_auth_value(m: re.Match[str]) -> str:
     value = m.group("value")
     looks_secret = (any(c.isdigit() for c in value) or any(c in "+/=" for c in value)

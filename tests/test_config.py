@@ -98,3 +98,31 @@ def test_secrets_are_redacted_in_every_log_record(caplog):
     with caplog.at_level(logging.INFO):
         logging.getLogger("httpx").info("HTTP Request: POST %s", "http://alice:pa55word-xyz@host/v1/chat")
     assert "pa55word" not in caplog.text and "http://***@host/v1/chat" in caplog.text
+
+
+def test_structured_redaction_masks_secret_fields_but_keeps_token_counts():
+    """Settings dumps and eval results shown in the UI: secret-named fields masked whole, token counts kept
+    (the Eval tab used to mask chunk_tokens and evidence_token_budget as if they were secrets)."""
+    from rag.secrets import is_secret_key, redact_data
+
+    data = {"config": {"llm_api_key": "abcd1234efgh", "qdrant_api_key": None, "chunk_tokens": 256,
+                       "evidence_token_budget": 2500, "rerank_max_tokens": 192, "auth_token": "t0k3n-value",
+                       "client_secret": "s3cr3t-value", "llm_base_url": "http://user:pa55word@host/v1"},
+            "runs": [{"password": "hunter22", "note": "called with api_key=zzzz9999"}]}
+    assert redact_data(data) == {
+        "config": {"llm_api_key": "***", "qdrant_api_key": None, "chunk_tokens": 256, "evidence_token_budget": 2500,
+                   "rerank_max_tokens": 192, "auth_token": "***", "client_secret": "***",
+                   "llm_base_url": "http://***@host/v1"},
+        "runs": [{"password": "***", "note": "called with api_key=***"}]}
+    assert [is_secret_key(k) for k in ("access_token", "chunk_tokens", "token_budget", "API-Key", "k")] == \
+        [True, False, False, True, False]
+
+
+def test_eval_tab_results_keep_token_settings_visible(tmp_path):
+    from rag.config import Settings
+    from ui.eval_reports import redact_results
+
+    settings = Settings(llm_api_key="sk-live-abcdefgh12345678", state_dir=str(tmp_path))
+    shown = redact_results({"config": {**settings.public_dict(), "chunk_tokens": 256}}, settings)
+    assert shown["config"]["chunk_tokens"] == 256 and shown["config"]["evidence_token_budget"] == 2500
+    assert shown["config"]["llm_api_key"] == "***" and "abcdefgh" not in str(shown)

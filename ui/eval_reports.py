@@ -19,6 +19,7 @@ import gradio as gr
 
 from rag.config import Settings
 from rag.errors import RagError
+from rag.secrets import redact_data
 from ui.context import UIContext
 from ui.paths import PathRefused, confine
 
@@ -29,9 +30,6 @@ MAX_PLOTS = 24
 MAX_PLOT_BYTES = 10_000_000
 MAX_TEXT_BYTES = 5_000_000
 MAX_RUNS_LISTED = 200
-# Keys whose values are secrets wherever they appear in results.json (values are masked whole).
-_SECRET_KEY_RE = re.compile(r"(api[_-]?key|apikey|token|secret|password|passwd|authorization|credential)",
-                            re.IGNORECASE)
 _MD_IMAGE_RE = re.compile(r"!\[([^\]]*)\]\([^)]*\)")
 
 
@@ -44,14 +42,7 @@ class ReportUnavailable(RagError):
 
 def redact_results(data: Any, settings: Settings) -> Any:
     """results.json with secrets masked: values under secret-named keys, and secret-shaped strings."""
-    if isinstance(data, dict):
-        return {k: ("***" if _SECRET_KEY_RE.search(str(k)) and v not in (None, "", False)
-                    else redact_results(v, settings)) for k, v in data.items()}
-    if isinstance(data, list):
-        return [redact_results(v, settings) for v in data]
-    if isinstance(data, str):
-        return settings.redact(data)
-    return data
+    return redact_data(data, settings.secrets())
 
 
 def find_runs(roots: list[Path]) -> list[str]:
