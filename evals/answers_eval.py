@@ -4,6 +4,12 @@ Everything goes through `rag.pipeline.Pipeline` (ingest, ask). `evals.judges` is
 of the ALCE citation scores and of faithfulness; `evals.relevance` says whether evidence holds the gold
 paragraph; `evals.metrics` turns answers into numbers.
 
+With the reader answering (or gating an LLM: `reader_gate`), each row also keeps the reader's verdict on its
+evidence (best span and best span - no-answer score), and the results hold a curve over the no-answer margin:
+EM / F1, answer rate and abstention at each margin, and the margin where the reader still answers
+`TARGET_ANSWER_RATE` of the answerable questions (`answer_rates`, `threshold_curve`; evals/reader_eval.py uses
+the same functions).
+
 Resumable: each finished question is appended to `<out>/answers.partial.jsonl` (flushed and fsynced per
 row); a restart skips the ids already there, as long as they were produced with the same answering
 config (`config_key`); rows from another config are ignored and recomputed. Without `--out`, answers go
@@ -15,12 +21,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 from evals import metrics as M
 from evals.datasets import DatasetError, DocQAQuestion, dataset_hash, detect_dataset_kind, iter_jsonl, load_doc_qa
@@ -29,12 +36,16 @@ from evals.relevance import is_relevant
 from evals.runs import (eval_collection_name, ingest_summary, open_pipeline, package_versions, progress_bar, slug,
                         write_results)
 from rag.answering.citations import find_markers
+from rag.answering.reader import reader_scores
 from rag.config import Settings
 from rag.models import Answer, SearchFilter
 
 log = logging.getLogger(__name__)
 
 PARTIAL_FILE = "answers.partial.jsonl"
+# No-answer margins of the threshold curve (best span score - no-answer score, in logits).
+NO_ANSWER_MARGINS = [round(-4.0 + 0.5 * i, 2) for i in range(29)]  # -4.0 .. 10.0
+TARGET_ANSWER_RATE = 0.7
 
 
 def answers_config_key(settings: Settings, data_hash: str) -> str:
@@ -58,10 +69,16 @@ def strip_markers(text: str) -> str:
     return " ".join("".join(out).split())
 
 
-def answer_row(question: DocQAQuestion, answer: Answer, config_key: str) -> dict[str, Any]:
-    """Everything later metrics need from one answer, as a JSON-ready row (judges run afterwards)."""
+def answer_row(question: DocQAQuestion, answer: Answer, config_key: str,
+               reader: tuple[float | None, str] | None = None) -> dict[str, Any]:
+    """Everything later metrics need from one answer, as a JSON-ready row (judges run afterwards).
+
+    `reader`: the reader's (best span - no-answer score or None when no span, best span) on the answer's
+    evidence, when a reader answered or gated (for the threshold curve)."""
     by_number = {e.number: e for e in answer.evidence}
     return {
+        "reader_gap": None if reader is None else reader[0],
+        "reader_span": None if reader is None else reader[1],
         "id": question.id,
         "question": question.question,
         "searched_query": answer.searched_query or question.question,  # differs for a condensed follow-up
@@ -148,6 +165,7 @@ def run_answers(
 
     ingest: dict[str, Any] = {}
     computed = 0
+    gated = settings.llm_enabled and settings.reader_gate == "on"
     if todo:
         pipeline = open_pipeline(settings, collection, embedder=embedder, reranker=reranker)
         try:
@@ -160,7 +178,10 @@ def run_answers(
                     # conversations.jsonl rows carry the earlier user questions: ask as a follow-up would be asked
                     history = [{"role": "user", "content": str(h)} for h in q.raw.get("history") or []]
                     answer = pipeline.ask(q.question, flt=flt, history=history)
-                    row = answer_row(q, answer, key)
+                    # The reader's verdict on the same evidence (remembered from the ask: no second read).
+                    verdict = (reader_scores(settings, answer.searched_query or q.question, answer.evidence)
+                               if answer.provider in ("reader", "reader-gate") or gated else None)
+                    row = answer_row(q, answer, key, verdict)
                     _append_row(fh, row)
                     done[q.id] = row
                     computed += 1
@@ -181,9 +202,12 @@ def run_answers(
         "versions": package_versions(),
         "ingest": ingest,
         "resume": {"reused_rows": len(rows) - computed, "computed_rows": computed, "partial_file": str(partial)},
-        "answers": {"metrics": metrics, "latency_ms": latency, "judge": judge_fn.config()},
+        "answers": {"metrics": metrics, "latency_ms": latency, "judge": judge_fn.config(),
+                    **reader_curve(rows, gated)},
         "notes": [
             "EM/F1 over answerable questions (an abstention scores 0); *_answered over answered ones only.",
+            "threshold_curve: the reader's best span alone at each no-answer margin (answer when best span - "
+            "no-answer score >= margin); with reader_gate it is the gate's margin (llm_calls_saved).",
             "Citation recall/precision (ALCE) and faithfulness use the "
             f"{judge!r} judge as the support function, over answered questions.",
         ],
@@ -256,6 +280,9 @@ def score_answers(rows: list[dict[str, Any]], judge: Any) -> tuple[dict[str, Any
         "answerable": len(answerable),
         "unanswerable": len(rows) - len(answerable),
         "answered": sum(1 for r in rows if not r["abstained"]),
+        "answer_rate": M.mean_defined(float(not r["abstained"]) for r in rows),
+        "answer_rate_answerable": M.mean_defined(float(not r["abstained"]) for r in answerable),
+        "abstain_rate_unanswerable": M.mean_defined(float(r["abstained"]) for r in rows if r["is_impossible"]),
         "exact_match": M.mean_defined(ems),
         "token_f1": M.mean_defined(f1s),
         "exact_match_answered": M.mean_defined(ems_answered),
@@ -286,3 +313,87 @@ def contains_gold(prediction: str, gold_answers: Sequence[str]) -> float:
     """
     pred = f" {M.normalize_answer(prediction)} "
     return float(any(M.normalize_answer(g) and f" {M.normalize_answer(g)} " in pred for g in gold_answers))
+
+
+# --------------------------------------------------------------------------------------------
+# Answer rates and the curve over the no-answer threshold (shared with evals/reader_eval.py)
+# --------------------------------------------------------------------------------------------
+
+
+def answer_rates(is_impossible: Sequence[bool], golds: Sequence[Sequence[str]], answered: Sequence[bool],
+                 predictions: Sequence[str]) -> dict[str, Any]:
+    """EM / token F1 on answerable questions (an abstention scores 0; `*_answered` over answered ones), answer
+    rate on answerable questions, abstention rate on unanswerable ones, and abstention precision / recall / F1
+    (positive class = unanswerable). Parallel sequences, one item per question."""
+    f1, em, f1_answered, em_answered = [], [], [], []
+    for imp, gold, ans, pred in zip(is_impossible, golds, answered, predictions):
+        if imp:
+            continue
+        f, e = (M.token_f1(pred, gold), M.exact_match(pred, gold)) if ans else (0.0, 0.0)
+        f1.append(f)
+        em.append(e)
+        if ans:
+            f1_answered.append(f)
+            em_answered.append(e)
+    abst = M.abstention_scores(list(is_impossible), [not a for a in answered])
+    n_un = sum(1 for imp in is_impossible if imp)
+
+    def r(x: float | None) -> float | None:
+        return None if x is None else round(float(x), 4)
+
+    return {
+        "f1": r(M.mean_defined(f1)), "em": r(M.mean_defined(em)),
+        "f1_answered": r(M.mean_defined(f1_answered)), "em_answered": r(M.mean_defined(em_answered)),
+        "answer_rate_answerable": r(len(f1_answered) / len(f1)) if f1 else None,
+        "abstain_rate_unanswerable": r(abst.true_pos / n_un) if n_un else None,
+        "abstention_precision": r(abst.precision), "abstention_recall": r(abst.recall), "abstention_f1": r(abst.f1),
+    }
+
+
+def threshold_curve(scores: Sequence[float | None], predictions: Sequence[str], is_impossible: Sequence[bool],
+                    golds: Sequence[Sequence[str]], thresholds: Iterable[float]) -> list[dict[str, Any]]:
+    """`answer_rates` at each threshold: a question is answered (with its prediction) when its score is not
+    None and >= the threshold."""
+    rows = []
+    for t in thresholds:
+        answered = [s is not None and s >= t for s in scores]
+        rows.append({"threshold": t, **answer_rates(is_impossible, golds, answered,
+                                                      [p if a else "" for p, a in zip(predictions, answered)])})
+    return rows
+
+
+def threshold_for_answer_rate(scores: Sequence[float | None], is_impossible: Sequence[bool],
+                              target: float = TARGET_ANSWER_RATE) -> float | None:
+    """The largest threshold (most abstention) at which a share >= `target` of the answerable questions is
+    still answered: the target-th largest score among answerable questions. None when that share cannot be
+    reached (too many answerable questions without a score)."""
+    ans = sorted((s for s, imp in zip(scores, is_impossible) if not imp and s is not None), reverse=True)
+    need = math.ceil(target * sum(1 for imp in is_impossible if not imp))
+    if need == 0 or len(ans) < need:
+        return None
+    return float(ans[need - 1])
+
+
+def reader_curve(rows: list[dict[str, Any]], gated: bool = False) -> dict[str, Any]:
+    """The curve over the reader's no-answer margin from answer rows with `reader_gap` (empty dict when no row
+    has one), the point at TARGET_ANSWER_RATE, and with `gated` (reader_gate in front of an LLM) how many LLM
+    calls the gate saved on unanswerable questions and skipped wrongly on answerable ones."""
+    kept = [r for r in rows if r.get("reader_span") is not None]
+    if not kept:
+        return {}
+    scores = [r["reader_gap"] for r in kept]
+    preds = [r["reader_span"] or "" for r in kept]
+    imp = [bool(r["is_impossible"]) for r in kept]
+    golds = [r["gold_answers"] for r in kept]
+    out: dict[str, Any] = {"threshold_curve": threshold_curve(scores, preds, imp, golds, NO_ANSWER_MARGINS)}
+    t = threshold_for_answer_rate(scores, imp)
+    if t is not None:
+        out["at_target_answer_rate"] = {"target": TARGET_ANSWER_RATE,
+                                        **threshold_curve(scores, preds, imp, golds, [round(t, 4)])[0]}
+    if gated:
+        skipped = [r["provider"] == "reader-gate" for r in kept]
+        out["reader_gate"] = {
+            "llm_calls_saved_unanswerable": sum(1 for s, i in zip(skipped, imp) if s and i),
+            "llm_calls_skipped_answerable": sum(1 for s, i in zip(skipped, imp) if s and not i),
+            "unanswerable": sum(imp), "answerable": len(imp) - sum(imp)}
+    return out

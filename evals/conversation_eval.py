@@ -19,7 +19,15 @@ So the rule is not judged on the questions it was tuned on, the articles are spl
 of the file name (`split_articles`): "dev" for development, "held_out" for the report; the full set is
 reported too.
 
-Run: `python -m evals.conversation_eval [DATASET_DIR] --model PATH --store DIR [--json]`.
+Tuning set (`--tuning`): conversations of the same construction built by `build_conversations` from the
+questions that are in neither the reported sets nor the conversations file (`questions_all.jsonl` minus
+`questions.jsonl` minus every question of `conversations.jsonl`, history included). A follow-up is a question
+that names its article's title (optionally "the ...", a plural, a possessive) with that title replaced by a
+pronoun (it/its, they/them/their, he/him/his), after another question of the same article that names it; a
+topic switch is an unchanged question after a question about another article. Change the rule on this set,
+then report on `conversations.jsonl`.
+
+Run: `python -m evals.conversation_eval [DATASET_DIR] --model PATH --store DIR [--tuning] [--json]`.
 """
 
 from __future__ import annotations
@@ -28,6 +36,8 @@ import argparse
 import hashlib
 import json
 import math
+import random
+import re
 import sys
 import time
 from pathlib import Path
@@ -74,6 +84,91 @@ def load_conversations(path: str | Path) -> list[dict[str, Any]]:
         row["messages"] = [{"role": "user", "content": str(h)} for h in row.get("history") or []]
         rows.append(row)
     return rows
+
+
+# Articles about one person: their title is replaced by he/him/his (the others by it/its or they/them/their).
+PERSON_TITLES = frozenset({"Genghis Khan", "Nikola Tesla"})
+_SUBJECT_BEFORE = frozenset("""do does did is are was were has have had can could will would should may might must
+that while when after before because if
+""".split())
+
+
+def _title_re(title: str) -> re.Pattern[str]:
+    """The article's title as written in a question: optional "the", any case, optional plural -s, optional 's."""
+    core = re.sub(r"\s*\(.*?\)\s*", " ", title).strip()  # "Sky (United Kingdom)" -> "Sky"
+    words = r"\s+".join(re.escape(w) for w in core.split())
+    return re.compile(rf"(?<![\w-])(?:the\s+)?(?P<t>{words})(?P<pl>s)?(?P<pos>['’]s)?(?![\w-])", re.IGNORECASE)
+
+
+def pronoun_swap(question: str, title: str) -> str | None:
+    """`question` with its one mention of `title` replaced by a pronoun, or None unless it names it exactly once."""
+    if "(" in title:  # "Sky (United Kingdom)": the bare word is not how questions name the article
+        return None
+    matches = list(_title_re(title).finditer(question))
+    if len(matches) != 1:
+        return None
+    m = matches[0]
+    person = title in PERSON_TITLES
+    plural = bool(m.group("pl")) or (title.endswith("s") and not person)
+    before = question[: m.start()].split()
+    subject = not before or before[-1].lower().strip(",") in _SUBJECT_BEFORE
+    if m.group("pos"):
+        pronoun = "his" if person else "their" if plural else "its"
+    elif person:
+        pronoun = "he" if subject else "him"
+    elif plural:
+        pronoun = "they" if subject else "them"
+    else:
+        pronoun = "it"
+    if m.start() == 0:
+        pronoun = pronoun.capitalize()
+    return question[: m.start()] + pronoun + question[m.end():]
+
+
+def build_conversations(rows: Sequence[dict[str, Any]], seed: int = 20240611, per_article: int = 20,
+                        switches: int = 300) -> list[dict[str, Any]]:
+    """Two-turn conversations of the conversations.jsonl construction (module docstring) from answerable `rows`:
+    up to `per_article` follow-ups per article and `switches` topic switches; deterministic for a seed."""
+    rng = random.Random(seed)
+    usable = [r for r in rows if not r.get("is_impossible") and (r.get("paragraph") or "").strip()]
+    by_doc: dict[str, list[dict[str, Any]]] = {}
+    for r in usable:
+        by_doc.setdefault(r["doc"], []).append(r)
+    out: list[dict[str, Any]] = []
+    for doc in sorted(by_doc):
+        named = [(r, swapped) for r in by_doc[doc] if (swapped := pronoun_swap(r["question"], r["title"]))]
+        rng.shuffle(named)
+        for r, swapped in named[:per_article]:
+            previous = [p for p, _ in named if p is not r]
+            if not previous:
+                continue
+            out.append({**r, "id": f"{r['id']}-fu", "question": swapped, "standalone": r["question"],
+                        "history": [rng.choice(previous)["question"]], "kind": "follow-up"})
+    docs = sorted(by_doc)
+    for r in rng.sample(usable, min(switches, len(usable))):
+        others = [d for d in docs if d != r["doc"]]
+        previous = rng.choice(by_doc[rng.choice(others)])
+        out.append({**r, "id": f"{r['id']}-ts", "standalone": r["question"], "history": [previous["question"]],
+                    "kind": "topic-switch"})
+    return out
+
+
+def tuning_rows(root: Path) -> list[dict[str, Any]]:
+    """The answerable questions of `questions_all.jsonl` that appear neither in `questions.jsonl` nor anywhere in
+    `conversations.jsonl` (as a question or as its history), by id and by normalized text."""
+    def norm(text: str) -> str:
+        return " ".join(str(text).lower().split())
+
+    seen_ids: set[str] = set()
+    seen_text: set[str] = set()
+    for _n, row in iter_jsonl(root / "questions.jsonl"):
+        seen_ids.add(str(row["id"]))
+        seen_text.add(norm(row["question"]))
+    for _n, row in iter_jsonl(root / "conversations.jsonl"):
+        seen_ids.add(str(row["id"]).rsplit("-", 1)[0])
+        seen_text.update(norm(t) for t in [row["question"], row.get("standalone") or "", *(row.get("history") or [])])
+    return [row for _n, row in iter_jsonl(root / "questions_all.jsonl")
+            if str(row["id"]) not in seen_ids and norm(row["question"]) not in seen_text]
 
 
 def split_articles(docs: Sequence[str]) -> tuple[set[str], set[str]]:
@@ -190,6 +285,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--mode", default="hybrid", choices=Mode.values())
     parser.add_argument("--llm", action="store_true", help="condense with the configured LLM (RAG_LLM_*)")
+    parser.add_argument("--tuning", action="store_true",
+                        help="evaluate on the tuning set built from questions_all.jsonl (see build_conversations) "
+                             "instead of the conversations file")
     parser.add_argument("--out", default=None, help="write per-question rows (JSONL) here")
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object on stdout")
     args = parser.parse_args(argv)
@@ -211,14 +309,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     pipeline = Pipeline(settings)
     try:
         pipeline.ingest([str(root / "docs")], progress=not args.json)
-        rows = load_conversations(conv_path)
+        if args.tuning:
+            rows = build_conversations(tuning_rows(root))
+            for row in rows:
+                row["messages"] = [{"role": "user", "content": h} for h in row["history"]]
+        else:
+            rows = load_conversations(conv_path)
         llm = condenser_from_settings(base) if args.llm else None
         results = evaluate(pipeline, rows, k=args.k, mode=args.mode, llm=llm, idf=search_idf(pipeline))
     finally:
         pipeline.close()
     dev, held_out = split_articles([r["doc"] for r in rows])
     rep = report(results, dev, held_out)
-    rep["config"] = {"dataset": str(root), "conversations": str(conv_path), "embed_model": model, "mode": args.mode,
+    rep["config"] = {"dataset": str(root), "conversations": "tuning set" if args.tuning else str(conv_path),
+                     "embed_model": model, "mode": args.mode,
                      "k": args.k, "llm": bool(args.llm), "seconds": round(time.perf_counter() - started, 1)}
     if args.out:
         with open(args.out, "w", encoding="utf-8") as fh:

@@ -7,6 +7,10 @@
   - "squad": `docs/` + `questions.jsonl` with `doc` (file name in docs/) and `paragraph` (gold text);
   - "docs-mixed": `files/` + `questions.jsonl` with `file` (path relative to the dataset folder,
     e.g. `files/fake-memo.pdf`) and `evidence` (gold text).
+  The dataset may also be named by another questions file of such a folder (e.g.
+  `squad/conversations.jsonl`): its questions are used with the folder's documents.
+  A question may carry `history`, the user questions asked before it (oldest first), as the rows of
+  `conversations.jsonl` do: the evals then ask it as a follow-up (`DocQAQuestion.history_messages`).
 
 Malformed rows raise DatasetError naming the file and line number.
 """
@@ -66,6 +70,11 @@ class DocQAQuestion:
     doc: str  # gold document path relative to DocQADataset.docs_dir (e.g. "Apollo.md")
     evidence_text: str  # gold paragraph / evidence text ("" when none given)
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
+    history: list[str] = field(default_factory=list)  # earlier user questions, oldest first ([] = none)
+
+    def history_messages(self) -> list[dict[str, str]]:
+        """`history` as the chat messages `Pipeline.ask` / `condense_question` take (user turns only)."""
+        return [{"role": "user", "content": turn} for turn in self.history]
 
     @property
     def doc_name(self) -> str:
@@ -81,18 +90,44 @@ class DocQADataset:
     docs_dir: Path
     questions: list[DocQAQuestion]
     layout: Literal["squad", "docs-mixed"] = "squad"
+    questions_file: Path | None = None  # None = path/questions.jsonl
 
     @property
     def name(self) -> str:
-        return self.path.name
+        """The folder name, plus the questions file's stem when it is not questions.jsonl ("squad-conversations")."""
+        if self.questions_file is None or self.questions_file.name == "questions.jsonl":
+            return self.path.name
+        return f"{self.path.name}-{self.questions_file.stem}"
+
+    @property
+    def conversational(self) -> bool:
+        """True when some question carries a conversation history."""
+        return any(q.history for q in self.questions)
 
     def doc_path(self, question: DocQAQuestion) -> Path:
         """Absolute path of a question's gold document."""
         return (self.docs_dir / question.doc).resolve()
 
 
+def _questions_file(path: str | Path) -> tuple[Path, Path]:
+    """(dataset folder, questions file): a folder means its questions.jsonl; a .jsonl file inside a document-QA
+    folder (beside docs/ or files/) means that file with the folder's documents."""
+    given = Path(path)
+    if given.is_file():
+        root = given.parent
+        if given.suffix != ".jsonl" or not ((root / "docs").is_dir() or (root / "files").is_dir()):
+            raise DatasetError(f"{given} is a file, but not a .jsonl questions file beside a docs/ or files/ "
+                               "folder; give the dataset folder, or a questions file of a document-QA folder")
+        return root, given
+    return given, given / "questions.jsonl"
+
+
 def detect_dataset_kind(path: str | Path) -> Literal["beir", "docqa"]:
-    """'beir' when the folder has corpus.jsonl, 'docqa' when it has questions.jsonl plus docs/ or files/."""
+    """'beir' when the folder has corpus.jsonl, 'docqa' when it has questions.jsonl plus docs/ or files/
+    (or `path` is a questions file of such a folder, e.g. squad/conversations.jsonl)."""
+    if Path(path).is_file():
+        _questions_file(path)  # raises unless it is a questions file beside docs/ or files/
+        return "docqa"
     root = Path(path)
     if not root.is_dir():
         raise DatasetError(f"dataset folder {root} does not exist")
@@ -202,9 +237,9 @@ def load_beir(path: str | Path, split: str = "test") -> BeirDataset:
 
 def load_doc_qa(path: str | Path) -> DocQADataset:
     """Load a document-QA folder in the squad layout (docs/, `doc`, `paragraph`) or the docs-mixed
-    layout (files/, `file`, `evidence`). Raises DatasetError on malformed rows or missing gold files."""
-    root = Path(path)
-    qfile = root / "questions.jsonl"
+    layout (files/, `file`, `evidence`). `path` may also be a questions file of such a folder (e.g.
+    squad/conversations.jsonl). Raises DatasetError on malformed rows or missing gold files."""
+    root, qfile = _questions_file(path)
     if (root / "docs").is_dir():
         layout, docs_dir = "squad", root / "docs"
     elif (root / "files").is_dir():
@@ -240,16 +275,28 @@ def load_doc_qa(path: str | Path) -> DocQADataset:
             raise DatasetError(f"{qfile}:{lineno}: 'paragraph'/'evidence' must be a string")
         if not (docs_dir / doc).is_file():
             raise DatasetError(f"{qfile}:{lineno}: gold document {docs_dir / doc} does not exist")
-        questions.append(DocQAQuestion(qid, question, list(answers), is_impossible, doc, evidence, row))
-    return DocQADataset(path=root, docs_dir=docs_dir, questions=questions, layout=layout)  # type: ignore[arg-type]
+        history = row.get("history") or []
+        if not isinstance(history, list) or not all(isinstance(h, str) and h.strip() for h in history):
+            raise DatasetError(f"{qfile}:{lineno}: 'history' must be a list of the earlier user questions "
+                               f"(non-empty strings, oldest first), got {history!r:.60}")
+        questions.append(DocQAQuestion(qid, question, list(answers), is_impossible, doc, evidence, row,
+                                       [h.strip() for h in history]))
+    return DocQADataset(path=root, docs_dir=docs_dir, questions=questions, layout=layout,  # type: ignore[arg-type]
+                        questions_file=qfile)
 
 
 def dataset_hash(path: str | Path) -> str:
     """sha256 over the dataset's files (relative path + bytes, in sorted path order): stable across
-    machines and copies, changes when any file is added, removed, renamed or edited."""
+    machines and copies, changes when any file is added, removed, renamed or edited. For a questions file
+    of a document-QA folder: that file and the folder's documents (its other questions files do not count)."""
     root = Path(path)
     digest = hashlib.sha256()
-    files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
+    if root.is_file():
+        root, qfile = _questions_file(root)
+        docs = root / "docs" if (root / "docs").is_dir() else root / "files"
+        files = [qfile, *sorted(p for p in docs.rglob("*") if p.is_file() and not p.name.startswith("."))]
+    else:
+        files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
     for file in files:
         rel = file.relative_to(root).as_posix()
         digest.update(rel.encode("utf-8") + b"\0")

@@ -38,7 +38,9 @@ import numpy as np
 
 from evals.datasets import load_doc_qa
 from evals.extractive_sweep import CachedEmbedder
-from evals.metrics import exact_match, token_f1
+from evals.answers_eval import (NO_ANSWER_MARGINS, TARGET_ANSWER_RATE, answer_rates,
+                                 threshold_for_answer_rate)
+from evals.metrics import token_f1
 from evals.relevance import is_relevant
 from rag.answering.citations import find_markers
 from rag.answering.evidence import select_evidence
@@ -48,9 +50,9 @@ from rag.config import Settings
 from rag.models import SearchFilter
 from rag.pipeline import Pipeline
 
-MARGINS = [round(x, 2) for x in np.arange(-4.0, 10.01, 0.5)]
+MARGINS = NO_ANSWER_MARGINS
 EXTRACTIVE_THRESHOLDS = [0.0, 0.3, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.8]
-TARGET_ANSWER_RATE = 0.7
+GATE_MARGINS = [-8.0, -6.0, -4.0, -3.0, -2.0, -1.0, 0.0]
 
 
 def strip_markers(text: str) -> str:
@@ -63,19 +65,28 @@ def strip_markers(text: str) -> str:
     return " ".join("".join(out).replace("**", "").split())
 
 
-def _rates(rows: list[dict[str, Any]], answered_key: str, pred_key: str) -> dict[str, float]:
-    ans = [r for r in rows if not r["is_impossible"]]
-    un = [r for r in rows if r["is_impossible"]]
-    answered = [r for r in ans if r[answered_key]]
-    f1 = [token_f1(r[pred_key], r["golds"]) if r[answered_key] else 0.0 for r in ans]
-    em = [exact_match(r[pred_key], r["golds"]) if r[answered_key] else 0.0 for r in ans]
-    return {
-        "f1": round(float(np.mean(f1)) if f1 else 0.0, 4),
-        "em": round(float(np.mean(em)) if em else 0.0, 4),
-        "f1_answered": round(float(np.mean([token_f1(r[pred_key], r["golds"]) for r in answered])) if answered else 0.0, 4),
-        "answer_rate_answerable": round(len(answered) / max(1, len(ans)), 4),
-        "abstain_rate_unanswerable": round(sum(1 for r in un if not r[answered_key]) / max(1, len(un)), 4),
-    }
+def _rates(rows: list[dict[str, Any]], answered_key: str, pred_key: str) -> dict[str, Any]:
+    """`evals.answers_eval.answer_rates` (the metrics of `rag eval answers`) over rows holding the answered flag
+    and the prediction under the given keys."""
+    return answer_rates([r["is_impossible"] for r in rows], [r["golds"] for r in rows],
+                        [bool(r[answered_key]) for r in rows], [r[pred_key] for r in rows])
+
+
+def gate_savings(rows: list[dict[str, Any]], margins: list[float]) -> list[dict[str, Any]]:
+    """What `reader_gate` would do in front of an LLM at each gate margin: LLM calls saved on unanswerable
+    questions (gap < margin: abstain without the call) and answerable questions skipped wrongly, with the share
+    of those whose gold paragraph was in the evidence (the LLM could have answered them)."""
+    out = []
+    for m in margins:
+        gated = [r for r in rows if r["gap"] is None or r["gap"] < m]
+        un = [r for r in gated if r["is_impossible"]]
+        ans = [r for r in gated if not r["is_impossible"]]
+        out.append({"gate_margin": m, "llm_calls_saved_unanswerable": len(un),
+                    "skipped_answerable": len(ans),
+                    "skipped_answerable_gold_in_evidence": sum(1 for r in ans if r["gold_in_evidence"]),
+                    "share_saved_unanswerable": round(len(un) / max(1, sum(r["is_impossible"] for r in rows)), 4),
+                    "share_skipped_answerable": round(len(ans) / max(1, sum(not r["is_impossible"] for r in rows)), 4)})
+    return out
 
 
 def _sample(questions: list[Any], limit: int | None, seed: int = 20261202) -> list[Any]:
@@ -204,8 +215,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"evidence and sentence scores for {len(prepared['rows'])} questions saved to {cache}", file=sys.stderr)
         return 0
     settings, rows, evidences = prepared["settings"], prepared["rows"], prepared["evidence"]
-    if args.limit and args.limit < len(rows):  # a cache built for more questions: the first N of its (sampled) rows
-        rows, evidences = rows[: args.limit], evidences[: args.limit]
+    if args.limit and args.limit < len(rows):
+        # A cache built for more questions: a seeded sample of N of them (the cache follows questions.jsonl, which
+        # is ordered by article, so its first N would be a few articles).
+        keep = sorted(_sample(list(range(len(rows))), args.limit))
+        rows, evidences = [rows[i] for i in keep], [evidences[i] for i in keep]
     extractive = ExtractiveAnswerer(settings, embedder=None)  # selection rule only; scores are precomputed
     extractive.min_score, extractive.max_sentences = prepared["extractive_min_score"], prepared["extractive_max_sentences"]
     model = ReaderModel(args.reader, max_length=args.max_length, doc_stride=args.doc_stride, bf16=args.bf16)
@@ -254,10 +268,9 @@ def main(argv: list[str] | None = None) -> int:
     reader_rows_window = [{"margin": m, **reader_rates(m, True)} for m in MARGINS]
     # The largest margin (most abstention) that still answers >= 0.7 of answerable questions: search the
     # observed gaps of answerable questions for the exact cut.
-    ans_gaps = sorted((r["gap"] for r in rows if not r["is_impossible"] and r["gap"] is not None), reverse=True)
     n_ans = sum(1 for r in rows if not r["is_impossible"])
-    need = int(np.ceil(TARGET_ANSWER_RATE * n_ans))
-    chosen_margin = float(ans_gaps[need - 1]) if len(ans_gaps) >= need else float("-inf")
+    chosen = threshold_for_answer_rate([r["gap"] for r in rows], [r["is_impossible"] for r in rows])
+    chosen_margin = float("-inf") if chosen is None else chosen
     at_target = {"margin": round(chosen_margin, 4), **reader_rates(chosen_margin)}
 
     # The product's answers at the chosen margin: spans (possibly several), citations, verbatim check.
@@ -300,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
         "reader_at_target": at_target,
         "reader_curve": reader_rows,
         "reader_curve_window_null": reader_rows_window,
+        "reader_gate": gate_savings(rows, GATE_MARGINS),
         "answers_at_target": {"answered": n_answers, "citation_outside_allow_list": bad_citation,
                               "span_not_verbatim": not_verbatim, "multi_span_answers": multi,
                               "f1_span_shown": round(float(np.mean(span_f1)), 4) if span_f1 else 0.0,

@@ -9,6 +9,12 @@ under `settings.state_dir/eval_corpora/<collection>/` and ingested through the n
 chunk maps back to its record through the file name stem. A record that chunking splits counts once, at
 its best rank (the metrics de-duplicate rankings).
 
+Conversations: a document-QA question with a `history` (the rows of squad/conversations.jsonl; pass that
+file as the dataset) is searched as `rag ask` would search it in that conversation: the query is
+`Pipeline.condense_question` (the follow-up rule of rag.conversation with the collection's IDF, or the LLM
+condenser when an LLM is configured), computed once per question, and every mode searches that query. Each
+row keeps the question as typed and the rewrite; results.json and the report say how many were rewritten.
+
 Determinism: queries run in dataset order, every mode on the same collection, and nothing random is
 involved, so the same config and data give the same retrieval numbers (latencies of course vary).
 Runs without `--out` go to `<state_dir>/evals/<UTC timestamp>-retrieval/`.
@@ -46,11 +52,14 @@ class _Query:
     """One evaluable query: id, text, qrels, and how to turn hits into a ranking of unit ids."""
 
     def __init__(self, qid: str, text: str, rank: Callable[[list[Any]], tuple[list[str], dict[str, int]]],
-                 describe: Callable[[Any], dict[str, Any]]) -> None:
+                 describe: Callable[[Any], dict[str, Any]], history: list[dict[str, str]] | None = None) -> None:
         self.qid = qid
-        self.text = text
+        self.text = text  # what is searched: the question, or the condensed query of a follow-up
+        self.question = text  # as typed
         self.rank = rank
         self.describe = describe
+        self.history = list(history or [])
+        self.rewrite: dict[str, Any] | None = None  # rag.conversation.Rewrite.to_dict() when history was given
 
 
 def prepare_beir_corpus(dataset: BeirDataset, folder: Path) -> dict[str, str]:
@@ -123,8 +132,27 @@ def _docqa_queries(dataset: DocQADataset, k: int) -> tuple[list[_Query], dict[st
                          for h in hits[:k]],
             }
 
-        queries.append(_Query(q.id, q.question, rank, describe))
+        queries.append(_Query(q.id, q.question, rank, describe, history=q.history_messages()))
     return queries, skipped
+
+
+def condense_queries(pipeline: Any, queries: list[_Query], flt: SearchFilter, progress: bool) -> dict[str, Any]:
+    """Replace the text of each query that has a history by the query `rag ask` would search
+    (`Pipeline.condense_question`: the LLM condenser when configured, else the follow-up rule); returns the
+    counts for the report ({} when no query has a history)."""
+    with_history = [q for q in queries if q.history]
+    if not with_history:
+        return {}
+    methods: dict[str, int] = {}
+    for q in progress_bar(with_history, len(with_history), "condensing follow-ups", progress):
+        rewrite = pipeline.condense_question(q.question, q.history, flt=flt)
+        q.text = rewrite.query
+        q.rewrite = rewrite.to_dict()
+        methods[rewrite.method] = methods.get(rewrite.method, 0) + 1
+    return {"questions_with_history": len(with_history),
+            "rewritten": sum(bool(q.rewrite and q.rewrite["rewritten"]) for q in with_history),
+            "methods": dict(sorted(methods.items())),
+            "condenser": "llm" if pipeline.settings.llm_enabled else "rule"}
 
 
 def _natural_key(text: str) -> tuple:
@@ -200,6 +228,9 @@ def run_retrieval(
             raise RagError(f"collection {collection!r}: nothing was indexed from {ingest_paths[0]}; "
                            "check the ingest errors above")
         flt = SearchFilter(acl=list(settings.default_acl))
+        conversation = condense_queries(pipeline, queries, flt, progress)
+        if conversation:
+            dataset_info["conversation"] = conversation
         chunk_depth = depth
         if kind == "beir":
             # Chunking may split a record; ask for enough chunks that the top `depth` *records* are
@@ -229,6 +260,14 @@ def run_retrieval(
                      "it comes from the gold document and overlaps the gold paragraph (evals.relevance).")
         notes.append(f"Each query retrieves {chunk_depth} chunks; the gold evidence counts once, at the best "
                      "rank of a relevant chunk.")
+        conv = dataset_info.get("conversation")
+        if conv:
+            how = ("the LLM condenser (falling back to the follow-up rule)" if conv["condenser"] == "llm"
+                   else "the follow-up rule of rag.conversation")
+            notes.append(f"{conv['questions_with_history']} questions carry a conversation history: each was "
+                         f"searched with the condensed query, as `rag ask` does, made by {how}; "
+                         f"{conv['rewritten']} were rewritten, the others searched as typed "
+                         "(questions.jsonl rows: `query` = searched, `question` = as typed).")
     results = {
         "kind": "retrieval",
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -275,6 +314,8 @@ def _eval_mode(pipeline: Any, queries: list[_Query], mode: str, depth: int, k: i
             "qid": q.qid,
             "mode": mode,
             "query": q.text,
+            **({"question": q.question, "history": [m["content"] for m in q.history], "rewrite": q.rewrite}
+               if q.history else {}),
             "relevant_ranks": [i for i, d in enumerate(deduped, start=1) if d in relevant],
             **q.describe(result.hits),
             "metrics": scores,

@@ -19,6 +19,7 @@ from typing import Any, Iterable
 from tqdm import tqdm
 
 from evals import report
+from rag.answering.reader import reader_enabled
 from rag.config import Settings
 from rag.pipeline import Pipeline
 
@@ -95,10 +96,48 @@ def progress_bar(iterable: Iterable, total: int, desc: str, enabled: bool) -> An
     return tqdm(iterable, total=total, desc=desc, file=sys.stderr, disable=not enabled, dynamic_ncols=True)
 
 
+# Answer.provider of each answerer (rag.answering): what a row of `rag eval answers` says answered it.
+_PROVIDER_ANSWERER = {"openai": "llm", "reader": "reader", "extractive": "extractive"}
+
+
+def answerer_used(settings: Settings, kind: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The answerer a run actually used, for its config: {"answerer": "llm" | "reader" | "extractive" | "none",
+    "answerer_model": the LLM model, the reader model path, or None}.
+
+    From the rows' `provider` (answers runs: the reader falls back to the sentence answerer when its model does
+    not load, so the settings alone cannot say), else from the settings; "none" for retrieval runs, which
+    answer nothing.
+    """
+    if kind != "answers":
+        return {"answerer": "none", "answerer_model": None}
+    used = {_PROVIDER_ANSWERER.get(str(r.get("provider")), "") for r in rows} - {""}
+    if not used:  # no rows (nothing answered yet): what the settings ask for
+        used = {"llm" if settings.llm_enabled else "reader" if reader_enabled(settings) else "extractive"}
+    # one name; a mixed run (resumed rows, a reader that failed to load part way) lists them all
+    order = ("llm", "reader", "extractive")
+    name = "+".join(a for a in order if a in used)
+    models = {"llm": settings.llm_model, "reader": settings.reader_model, "extractive": None}
+    chosen = [str(models[a]) for a in order if a in used and models[a]]
+    return {"answerer": name, "answerer_model": ", ".join(chosen) or None}
+
+
+def _record_answerer(results: dict[str, Any], rows: list[dict[str, Any]], settings: Settings, kind: str) -> None:
+    """Put the answerer used into results["config"], and drop `llm_model` from runs no LLM took part in: the
+    settings always carry a default model name (gpt-4o-mini), which read as if an extractive run had used it."""
+    config = results.setdefault("config", {})
+    config.update(answerer_used(settings, kind, rows))
+    llm_took_part = "llm" in config["answerer"] or (results.get("dataset") or {}).get(
+        "conversation", {}).get("condenser") == "llm"
+    if not llm_took_part:
+        config.pop("llm_model", None)
+
+
 def write_results(results: dict[str, Any], rows: list[dict[str, Any]], out: str | Path | None, settings: Settings,
                   kind: str) -> dict[str, Any]:
     """Write the report folder (results.json, report.md, questions.jsonl, plots) via evals.report; returns
-    `results` with `out_dir` set (a timestamped folder under state_dir/evals without `out`)."""
+    `results` with `out_dir` set (a timestamped folder under state_dir/evals without `out`) and the answerer
+    actually used in its config (`answerer_used`)."""
+    _record_answerer(results, rows, settings, kind)
     out_dir = Path(out) if out else default_out_dir(settings, kind)
     out_dir.mkdir(parents=True, exist_ok=True)
     results["out_dir"] = str(out_dir.resolve())

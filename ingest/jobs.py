@@ -1,14 +1,19 @@
 """Durable ingest jobs: a SQLite queue beside the store and one writer thread that runs them.
 
-Every server-side ingest (REST, uploads, MCP, later the watcher and the UI) becomes a job row:
-state (queued, running, done, failed, cancelled), per-file progress (current file, files done of
-total, chunks added, stage), per-file errors and timings. One `JobRunner` thread takes queued jobs
-one at a time, so there is one writer while searches and answers keep being served.
+Every server-side ingest (REST, uploads, MCP, the watcher, the UI inside the server) becomes a job
+row: state (queued, running, done, failed, cancelled), progress (files done of total; each file in
+flight with its stage, parse / ocr / embed / write, and pages or chunks done of total: `progress`),
+per-file errors and timings. One `JobRunner` thread takes queued jobs one at a time, so there is one
+writer while searches and answers keep being served.
+
+A job is one sync (ingest.sync.FolderSync) over its paths: the collection's manifest is read once and
+the store optimized once, however many files. Its `JobMonitor` writes the sync's progress onto the row
+(at most a few times a second) and passes a cancel on: the sync stops between files.
 
 Crash safety comes from the sync, not from the queue: a sync is idempotent (point ids are
 uuid5(path, hash, index); a file is either fully old or fully new after the next run), so a job
-left `running` by a crash or a kill is simply re-queued at start-up and re-run. Cancelling stops
-between files; each file is indexed by one complete sync call, so no file is left half-indexed.
+left `running` by a crash or a kill is simply re-queued at start-up and re-run. A cancel leaves every
+file fully old or fully new (the sync writes a file's new version whole before dropping the old one).
 
 The queue is a plain SQLite file, so `rag jobs` (the CLI) reads and cancels the same jobs without
 talking to the server; several server processes sharing the state dir claim jobs with an atomic
@@ -33,6 +38,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+from ingest.progress import FileProgress, IngestMonitor, SyncProgress
+from ingest.priority import background
 from rag.access import Caller, Role
 from rag.errors import RagError
 
@@ -80,6 +87,9 @@ class Job:
     cancel_requested: bool = False
     attempts: int = 0
     display_names: dict[str, str] = field(default_factory=dict)
+    # The running sync's progress (JobMonitor.describe): files and chunks done of total, each file in flight
+    # with its stage and pages/chunks done of total. Empty until the sync starts.
+    progress: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         data = {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -95,8 +105,8 @@ class Job:
 
 _COLUMNS = ["id", "collection", "state", "paths", "acl", "caller", "created_at", "started_at", "finished_at",
             "stage", "current_file", "files_total", "files_done", "chunks_added", "chunks_removed", "errors",
-            "files", "timings_s", "message", "cancel_requested", "attempts", "display_names"]
-_JSON_COLUMNS = {"paths", "acl", "caller", "errors", "files", "timings_s", "display_names"}
+            "files", "timings_s", "message", "cancel_requested", "attempts", "display_names", "progress"]
+_JSON_COLUMNS = {"paths", "acl", "caller", "errors", "files", "timings_s", "display_names", "progress"}
 
 
 class JobQueue:
@@ -114,7 +124,10 @@ class JobQueue:
                 files_done INTEGER DEFAULT 0, chunks_added INTEGER DEFAULT 0, chunks_removed INTEGER DEFAULT 0,
                 errors TEXT DEFAULT '[]', files TEXT DEFAULT '[]', timings_s TEXT DEFAULT '{{}}',
                 message TEXT DEFAULT '', cancel_requested INTEGER DEFAULT 0, attempts INTEGER DEFAULT 0,
-                display_names TEXT DEFAULT '{{}}')""")
+                display_names TEXT DEFAULT '{{}}', progress TEXT DEFAULT '{{}}')""")
+            # A queue written by an older version has no progress column yet.
+            if "progress" not in {row[1] for row in db.execute("PRAGMA table_info(jobs)")}:
+                db.execute("ALTER TABLE jobs ADD COLUMN progress TEXT DEFAULT '{}'")
             db.execute("CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, created_at)")
             # One writer per collection across every process that shares this database (server replicas over
             # one state_dir): two replicas never index into the same collection, so never the same file, at once.
@@ -136,6 +149,7 @@ class JobQueue:
                 value = json.loads(value) if value is not None else None
             values[name] = value
         values["cancel_requested"] = bool(values["cancel_requested"])
+        values["progress"] = values.get("progress") or {}
         return Job(**values)
 
     def _notify(self) -> None:
@@ -289,17 +303,89 @@ class JobQueue:
                 self.changed.wait(poll_s)
 
 
-# ingest(collection, paths, acl, caller) -> an IngestReport-like object (see ingest.sync.IngestReport)
-IngestFn = Callable[[str, list[str], "list[str] | None", Caller], Any]
+# ingest(collection, paths, acl, caller, monitor=...) -> an IngestReport (ingest.sync); `monitor` follows the
+# sync and cancels it (the server passes the pipeline's ingest, whose `monitor` goes to the sync).
+IngestFn = Callable[..., Any]
+
+
+class JobMonitor(IngestMonitor):
+    """Writes one running sync's progress onto its job row and passes a cancel (or a shutdown) on to it.
+
+    Rows are written at most every WRITE_EVERY_S, and whenever a file finishes, so a folder of many small
+    files costs a few SQLite writes a second; every write also refreshes the writer's lease.
+    """
+
+    WRITE_EVERY_S = 0.3
+    CANCEL_EVERY_S = 0.2
+
+    def __init__(self, queue: "JobQueue", job: Job, stopping: threading.Event) -> None:
+        self.queue = queue
+        self.job = job
+        self.stopping = stopping
+        self._written_at = 0.0
+        self._files_done = -1
+        self._checked_at = 0.0
+        self._cancel = False
+        self.last: SyncProgress | None = None
+
+    def progress(self, snapshot: SyncProgress) -> None:
+        """Store the snapshot on the row (throttled)."""
+        self.last = snapshot
+        now = time.monotonic()
+        if now - self._written_at < self.WRITE_EVERY_S and snapshot.files_done == self._files_done:
+            return
+        self._write(snapshot)
+
+    def _write(self, snapshot: SyncProgress) -> None:
+        self._written_at, self._files_done = time.monotonic(), snapshot.files_done
+        current = snapshot.current
+        self.queue.update(self.job.id, stage=current.stage if current else "indexing",
+                          current_file=self._shown(current.file) if current else None,
+                          files_total=snapshot.files_seen, files_done=self.files_done(snapshot),
+                          progress=self.describe(snapshot))
+
+    @staticmethod
+    def files_done(snapshot: SyncProgress) -> int:
+        """Files of the job that are finished: the unchanged ones and those written or failed."""
+        return snapshot.files_seen - snapshot.files_total + snapshot.files_done
+
+    def describe(self, snapshot: SyncProgress) -> dict[str, Any]:
+        """The job's `progress` field: JSON, with the names the user gave to uploaded files."""
+        def entry(f: FileProgress) -> dict[str, Any]:
+            return {"file": self._shown(f.file), "stage": f.stage, "done": f.done, "total": f.total, "unit": f.unit}
+
+        return {"files_done": snapshot.files_done, "files_total": snapshot.files_total,
+                "chunks_done": snapshot.chunks_done, "chunks_total": snapshot.chunks_total,
+                "current": entry(snapshot.current) if snapshot.current else None,
+                "active": [entry(f) for f in snapshot.active]}
+
+    def _shown(self, path: str) -> str:
+        return self.job.display_names.get(path, path)
+
+    def cancelled(self) -> bool:
+        """True once the job's cancel was asked (read from the row at most every CANCEL_EVERY_S) or the
+        writer is shutting down."""
+        if self.stopping.is_set():
+            return True
+        now = time.monotonic()
+        if not self._cancel and now - self._checked_at >= self.CANCEL_EVERY_S:
+            self._checked_at = now
+            self._cancel = self.queue.cancel_requested(self.job.id)
+        return self._cancel
+
+    def close(self, snapshot: SyncProgress) -> None:
+        """The final snapshot goes to the row whatever the throttle says."""
+        self.last = snapshot
+        self._write(snapshot)
 
 
 class JobRunner:
-    """The one writer: a daemon thread running queued jobs in order, file by file.
+    """The one writer: a daemon thread running queued jobs in order.
 
-    `ingest` syncs paths into a collection (the server passes the pipeline's ingest, which checks
-    the caller's role and the ingest roots). Each file is its own sync, so progress is per file and
-    cancel takes effect between files; a last sync over the job's folders removes files that
-    disappeared from them (all unchanged files are skipped by hash, so it is cheap).
+    `ingest` syncs paths into a collection (the server passes the pipeline's ingest, which checks the
+    caller's role and the ingest roots). A job is one sync of its paths with a `JobMonitor`: progress is
+    per file and stage, a cancel takes effect between files, and files that disappeared from the job's
+    folders are removed by the same sync.
     """
 
     def __init__(self, queue: JobQueue, ingest: IngestFn, idle_poll_s: float = 1.0,
@@ -346,7 +432,8 @@ class JobRunner:
                 continue
             self.current_job = job.id
             try:
-                self.run_job(job)
+                with background():  # ingest.priority: a job's heavy work yields the CPU to searches
+                    self.run_job(job)
             except Exception:  # noqa: BLE001  (a bug in one job must not stop the writer)
                 log.exception("ingest job %s failed unexpectedly", job.id)
                 self.queue.update(job.id, state="failed", stage="failed", finished_at=_now(),
@@ -359,76 +446,55 @@ class JobRunner:
         from ingest.sync import discover_files  # ingest.sync pulls in the parsers; only the writer needs it
 
         started = time.perf_counter()
-        caller = job.caller_obj
         q = self.queue
         try:
-            files, roots = discover_files(job.paths, self.follow_symlinks)
+            files, _roots = discover_files(job.paths, self.follow_symlinks)
         except (RagError, OSError) as exc:
             q.update(job.id, state="failed", stage="failed", finished_at=_now(), message=str(exc),
                      errors=[{"file": "", "reason": str(exc)}])
             return
-        q.update(job.id, files_total=len(files), files_done=0, stage="indexing", errors=[], files=[],
-                 chunks_added=0, chunks_removed=0)
-        errors: list[dict[str, str]] = []
-        outcomes: list[dict[str, Any]] = []
-        added = removed = 0
-        timings: dict[str, float] = {}
-
-        def absorb(report: Any) -> None:
-            nonlocal added, removed
-            added += report.chunks_added
-            removed += report.chunks_removed
-            for name, seconds in (report.timings_s or {}).items():
-                timings[name] = round(timings.get(name, 0.0) + seconds, 3)
-            for outcome in report.files:
-                entry = {"file": job.display_names.get(outcome.path, outcome.path), "status": outcome.status,
-                         "chunks": outcome.chunks, "reason": outcome.reason}
-                outcomes.append(entry)
-                if outcome.status == "failed":
-                    errors.append({"file": entry["file"], "reason": outcome.reason})
-
-        for done, path in enumerate(files):
-            if q.cancel_requested(job.id):
-                q.update(job.id, state="cancelled", stage="cancelled", finished_at=_now(), current_file=None,
-                         message=f"cancelled after {done} of {len(files)} files", errors=errors, files=outcomes)
-                return
-            if self._stop.is_set():
-                return  # stays running; re-queued and re-run (idempotently) at the next start
-            shown = job.display_names.get(str(path), str(path))
-            q.update(job.id, current_file=shown, files_done=done, stage="indexing")
-            try:
-                report = self.ingest(job.collection, [str(path)], job.acl, caller)
-            except RagError as exc:
-                errors.append({"file": shown, "reason": str(exc)})
-                outcomes.append({"file": shown, "status": "failed", "chunks": 0, "reason": str(exc)})
-            else:
-                absorb(report)
-            q.update(job.id, files_done=done + 1, chunks_added=added, chunks_removed=removed, errors=errors,
-                     files=outcomes)
-
-        folders = [str(root) for root in roots if root.is_dir()]
-        if folders and not q.cancel_requested(job.id):
-            # Files deleted from a synced folder lose their chunks (everything else is skipped by hash).
-            q.update(job.id, stage="removing deleted files", current_file=None)
-            try:
-                report = self.ingest(job.collection, folders, job.acl, caller)
-                added += report.chunks_added
-                removed += report.chunks_removed
-                outcomes.extend({"file": o.path, "status": o.status, "chunks": o.chunks, "reason": o.reason}
-                                for o in report.files if o.status == "removed")
-            except RagError as exc:
-                errors.append({"file": ", ".join(folders), "reason": str(exc)})
-        timings["total"] = round(time.perf_counter() - started, 3)
+        q.update(job.id, files_total=len(files), files_done=0, stage="starting", errors=[], files=[],
+                 chunks_added=0, chunks_removed=0, progress={})
+        monitor = JobMonitor(q, job, self._stop)
+        try:
+            report = self.ingest(job.collection, list(job.paths), job.acl, job.caller_obj, monitor=monitor)
+        except RagError as exc:
+            q.update(job.id, state="failed", stage="failed", finished_at=_now(), current_file=None,
+                     message=str(exc), errors=[{"file": ", ".join(job.paths), "reason": str(exc)}])
+            return
+        if report.cancelled and self._stop.is_set() and not q.cancel_requested(job.id):
+            return  # the writer is stopping: stays running; re-queued and re-run (idempotently) at the next start
+        outcomes = [{"file": job.display_names.get(o.path, o.path), "status": o.status, "chunks": o.chunks,
+                     "pages": o.pages, "reason": o.reason} for o in report.files]
+        errors = [{"file": o["file"], "reason": o["reason"]} for o in outcomes if o["status"] == "failed"]
+        timings = {**report.timings_s, "total": round(time.perf_counter() - started, 3)}
         indexed = sum(1 for o in outcomes if o["status"] == "indexed")
-        state = "failed" if errors and not indexed and files else "done"
-        q.update(job.id, state=state, stage=state, finished_at=_now(), current_file=None, files_done=len(files),
-                 chunks_added=added, chunks_removed=removed, errors=errors, files=outcomes, timings_s=timings,
-                 message=f"{indexed} indexed, {len(errors)} failed of {len(files)} files")
+        done = JobMonitor.files_done(monitor.last) if monitor.last else len(files)
+        if report.cancelled:
+            state, message = "cancelled", f"cancelled after {done} of {len(files)} files"
+        else:
+            state = "failed" if errors and not indexed and files else "done"
+            done, message = len(files), f"{indexed} indexed, {len(errors)} failed of {len(files)} files"
+        q.update(job.id, state=state, stage=state, finished_at=_now(), current_file=None, files_done=done,
+                 chunks_added=report.chunks_added, chunks_removed=report.chunks_removed, errors=errors,
+                 files=outcomes, timings_s=timings, message=message)
+
+
+def describe_file_progress(entry: dict[str, Any] | None) -> str:
+    """`scan.pdf: ocr 2/9 pages` for one entry of a job's `progress` ("" for none)."""
+    if not entry:
+        return ""
+    shown = FileProgress(os.path.basename(str(entry.get("file", ""))), str(entry.get("stage", "")),
+                         int(entry.get("done") or 0), entry.get("total"), str(entry.get("unit") or ""))
+    return f"{shown.file}: {shown.describe()}"
 
 
 def format_job_line(job: Job) -> str:
     """One human line per job for `rag jobs`."""
     progress = f"{job.files_done}/{job.files_total} files"
-    current = f" · {os.path.basename(job.current_file)}" if job.current_file else ""
+    if job.state == "running" and job.progress.get("current"):
+        current = f" · {describe_file_progress(job.progress['current'])}"
+    else:
+        current = f" · {os.path.basename(job.current_file)}" if job.current_file else ""
     errors = f" · {len(job.errors)} error(s)" if job.errors else ""
     return f"{job.id}  {job.state:<9} {job.collection:<12} {progress}, +{job.chunks_added} chunks{current}{errors}  {job.created_at}"

@@ -12,7 +12,13 @@ version's points (ids are uuid5(path, hash, index), so a redo overwrites instead
 delete every other version of that path. A file that fails to parse keeps its previous chunks.
 
 Parsing runs in a worker thread while the main thread embeds, so the CPU-bound model never waits
-for the parser (torch releases the GIL during inference).
+for the parser (torch releases the GIL during inference). A file that needs OCR (seconds a page) is
+handed to a second worker, so a scan never holds back the rest of the folder, and the writer writes
+whatever is parsed instead of waiting for it.
+
+Progress (file, stage, pages or chunks done of total; `ingest.progress`) goes to a monitor: the CLI's
+bar, or a job's row. The monitor may cancel; the run then stops between files, and every file is either
+fully old or fully new.
 """
 
 from __future__ import annotations
@@ -24,17 +30,22 @@ import queue
 import threading
 import time
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable
 
-from tqdm import tqdm
+import numpy as np
 
+from ingest import priority
 from ingest.chunking import Chunker, ChunkDraft
+from ingest.ignore import ignored_name
 from ingest.loaders import ParsedDocument, parse_file, supported
+from ingest.loaders.ocr import OCR_MODES, OCRDeferred, unavailable_reason, watch_ocr_pages
+from ingest.progress import IngestMonitor, ProgressTracker, TerminalProgress
 from rag.access import root_of
+from rag.backends import embedder_backend, ensure_collection_backend
 from rag.config import Settings
 from rag.errors import ParseError, RagError
 from rag.lexical import BM25Encoder
@@ -48,6 +59,8 @@ __all__ = ["FolderSync", "IngestReport", "FileOutcome", "StoredFile", "chunk_id"
 log = logging.getLogger(__name__)
 
 CHUNK_NAMESPACE = uuid.UUID("6f1c9d4e-58a7-4a39-9a53-3c0d2f6f0b11")
+# How long the writer waits for a parsed file before writing what it holds (and reporting progress).
+POLL_S = 0.25
 
 
 def chunk_id(file_path: str, file_hash: str, chunk_index: int) -> str:
@@ -123,6 +136,7 @@ class IngestReport:
     failures: list[dict[str, str]] = field(default_factory=list)
     timings_s: dict[str, float] = field(default_factory=dict)
     files: list[FileOutcome] = field(default_factory=list)
+    cancelled: bool = False  # stopped by its monitor: files not listed here keep their previous version
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -158,6 +172,8 @@ class IngestReport:
             f"{self.chunks_per_s:.1f} chunks/s, {self.pages_per_s:.1f} pages/s",
         ]
         lines += [f"  failed: {f['file']}: {f['reason']}" for f in self.failures]
+        if self.cancelled:
+            lines.append("  cancelled: the files not listed keep their previous version (re-run to finish)")
         if self.ignored:
             lines.append(f"  {self.ignored} symbolic link(s) not followed (RAG_FOLLOW_SYMLINKS=true follows them)")
         if self.needs_ocr:
@@ -172,7 +188,8 @@ def discover_files(paths: Iterable[str | os.PathLike[str]], follow_symlinks: boo
     Symlinks are not followed unless asked (a link can point outside the folder or form a loop);
     the links left out are appended to `ignored` so the report can say why they were not indexed.
     With follow_symlinks, directories already visited are skipped so loops terminate.
-    Hidden files and folders (".git", ".rag") are skipped.
+    Hidden files and folders (".git", ".rag") and editor/download temp files ("~$report.docx", "notes.md.swp")
+    are skipped: `ingest.ignore`, the rule the watcher applies too.
     """
     files: list[Path] = []
     roots: list[Path] = []
@@ -196,7 +213,7 @@ def discover_files(paths: Iterable[str | os.PathLike[str]], follow_symlinks: boo
             if not follow_symlinks and ignored is not None:  # os.walk lists linked dirs but won't enter them
                 ignored.extend(Path(dirpath) / d for d in dirnames if (Path(dirpath) / d).is_symlink())
             for name in sorted(filenames):
-                if name.startswith("."):
+                if ignored_name(name):
                     continue
                 path = Path(dirpath) / name
                 if path.is_symlink() and not follow_symlinks:
@@ -218,18 +235,41 @@ class _Parsed:
     error: ParseError | None = None
     parse_s: float = 0.0
     chunk_s: float = 0.0
+    vectors: np.ndarray | None = None  # embedded already (by the background worker, ingest.priority)
+    embed_s: float = 0.0
+
+
+@dataclass
+class _Lanes:
+    """What the parse and OCR workers of one run share."""
+
+    tracker: ProgressTracker
+    stop: threading.Event  # set on cancel or error: workers stop between files (OCR: between pages)
+    ocr_inbox: "queue.Queue[tuple[Path, str] | None] | None"  # None: no OCR worker (OCR off or unavailable)
+
+
+class _Cancelled(Exception):
+    """The monitor cancelled the run (raised between embedding sub-batches and between files)."""
+
+
+def _defer_to_ocr_worker(path: Path, _done: int, total: int) -> None:
+    """The parse worker's OCR hook: before the first page, hand the file to the OCR worker."""
+    raise OCRDeferred(path, f"{total} page(s) need OCR")
 
 
 class FolderSync:
     """Runs one ingest: discover, diff against the store, parse/chunk/embed/upsert, clean up."""
 
     def __init__(self, settings: Settings, store: Store, embedder, acl: list[str] | None = None,
-                 progress: bool = True) -> None:
+                 progress: bool = True, monitor: IngestMonitor | None = None) -> None:
+        """`monitor` follows the run (and may cancel it); without one, `progress` draws the CLI's bar."""
         self.settings = settings
         self.store = store
         self.embedder = embedder
         self.acl = sorted(set(acl or settings.default_acl))
         self.progress = progress
+        self.monitor = monitor
+        self._emitted = -1
         self.chunker = Chunker(embedder.count_tokens, min(settings.chunk_tokens, embedder.max_tokens - 2),
                                settings.chunk_overlap_tokens)
         self.timings: dict[str, float] = defaultdict(float)
@@ -241,6 +281,8 @@ class FolderSync:
         info = self.store.info()
         if info is not None:
             self.store.check_compatible(self.embedder.model_name, self.embedder.dimension)
+            # Vectors of another backend may join only when the quality guard measured them alike.
+            ensure_collection_backend(self.store.collection, info.embed_backend, self.embedder, self.settings.state_dir)
             self.bm25 = BM25Encoder(info.bm25_k1, info.bm25_b, info.bm25_avg_doc_len, info.bm25_language)
             return
         probe = BM25Encoder(self.settings.bm25_k1, self.settings.bm25_b, 100.0, self.settings.bm25_language)
@@ -257,29 +299,90 @@ class FolderSync:
             bm25_avg_doc_len=avg_len,
             bm25_language=self.settings.bm25_language,
             created_at=_now(),
+            embed_backend=embedder_backend(self.embedder)[0],
         )
         self.store.create(info)
         self.bm25 = BM25Encoder(info.bm25_k1, info.bm25_b, info.bm25_avg_doc_len, info.bm25_language)
 
-    # -- parsing (worker thread) ----------------------------------------------------------------
-    def _parse_worker(self, jobs: list[tuple[Path, str]], out: "queue.Queue[_Parsed | None]") -> None:
-        for path, file_hash in jobs:
-            started = time.perf_counter()
-            try:
-                doc = parse_file(path, self.settings)
-                parsed_at = time.perf_counter()
-                drafts = self.chunker.chunk(doc)
-                if not drafts:
-                    raise ParseError(f"{path}: no text to index after chunking")
-                out.put(_Parsed(path, file_hash, doc, drafts, parse_s=parsed_at - started,
-                                chunk_s=time.perf_counter() - parsed_at))
-            except ParseError as exc:
-                out.put(_Parsed(path, file_hash, None, [], error=exc, parse_s=time.perf_counter() - started))
-            except Exception as exc:  # a parser bug must not stop the run
-                log.exception("unexpected error parsing %s", path)
-                out.put(_Parsed(path, file_hash, None, [], error=ParseError(f"{path}: {type(exc).__name__}: {exc}"),
-                                parse_s=time.perf_counter() - started))
-        out.put(None)
+    # -- parsing (worker threads) ---------------------------------------------------------------
+    def _parse_one(self, path: Path, file_hash: str) -> _Parsed:
+        """Parse and chunk one file; a failure comes back in `error`, never raised."""
+        started = time.perf_counter()
+        try:
+            doc = parse_file(path, self.settings)
+            parsed_at = time.perf_counter()
+            drafts = self.chunker.chunk(doc)
+            if not drafts:
+                raise ParseError(f"{path}: no text to index after chunking")
+            return _Parsed(path, file_hash, doc, drafts, parse_s=parsed_at - started,
+                           chunk_s=time.perf_counter() - parsed_at)
+        except ParseError as exc:
+            return _Parsed(path, file_hash, None, [], error=exc, parse_s=time.perf_counter() - started)
+        except Exception as exc:  # a parser bug must not stop the run
+            log.exception("unexpected error parsing %s", path)
+            return _Parsed(path, file_hash, None, [], error=ParseError(f"{path}: {type(exc).__name__}: {exc}"),
+                           parse_s=time.perf_counter() - started)
+
+    def _parse_worker(self, jobs: list[tuple[Path, str]], out: "queue.Queue[_Parsed | None]", lanes: _Lanes) -> None:
+        """The parse thread: files in order. One that needs OCR goes to the OCR thread (when there is one)
+        before its first page, so the files after it do not wait for the scan."""
+        try:
+            for path, file_hash in jobs:
+                if lanes.stop.is_set():
+                    break
+                lanes.tracker.stage(str(path), "parse")
+                if lanes.ocr_inbox is None:
+                    item = self._parse_one(path, file_hash)
+                else:
+                    with watch_ocr_pages(_defer_to_ocr_worker):
+                        item = self._parse_one(path, file_hash)
+                    if isinstance(item.error, OCRDeferred):
+                        lanes.tracker.stage(str(path), "ocr", 0, None, "page")  # waits for the OCR thread
+                        lanes.ocr_inbox.put((path, file_hash))
+                        continue
+                lanes.tracker.stage(str(path), "parsed")
+                out.put(item)
+        finally:
+            (lanes.ocr_inbox if lanes.ocr_inbox is not None else out).put(None)
+
+    def _ocr_worker(self, out: "queue.Queue[_Parsed | None]", lanes: _Lanes) -> None:
+        """The OCR thread: files the parse thread handed over, one at a time, with page progress.
+        It ends after the parse thread does (whose end marker it receives)."""
+        assert lanes.ocr_inbox is not None
+        try:
+            while (job := lanes.ocr_inbox.get()) is not None:
+                if lanes.stop.is_set():
+                    continue  # cancelled: drain until the parse thread is done
+                path, file_hash = job
+                key = str(path)
+
+                def pages(_path: Path, done: int, total: int, key: str = key) -> None:
+                    if lanes.stop.is_set():  # a cancel stops between pages; the file keeps its old version
+                        raise RagError("ingest cancelled")
+                    lanes.tracker.stage(key, "ocr", done, total, "page")
+
+                with watch_ocr_pages(pages):
+                    item = self._parse_one(path, file_hash)
+                lanes.tracker.stage(key, "parsed")
+                out.put(item)
+        finally:
+            out.put(None)
+
+    def _ocr_worker_needed(self) -> bool:
+        """True when OCR can run (mode auto/always and Tesseract installed): scans get their own thread."""
+        mode = str(self.settings.ocr).strip().lower()
+        return mode in OCR_MODES and not unavailable_reason(mode)
+
+    # -- progress -------------------------------------------------------------------------------
+    def _emit(self, tracker: ProgressTracker) -> None:
+        """Give the monitor a snapshot when something moved since the last one."""
+        if self.monitor is not None and tracker.version != self._emitted:
+            self._emitted = tracker.version
+            self.monitor.progress(tracker.snapshot())
+
+    def _check_cancel(self) -> None:
+        if self.monitor is not None and self.monitor.cancelled():
+            raise _Cancelled
 
     # -- main -----------------------------------------------------------------------------------
     def run(self, paths: Iterable[str | os.PathLike[str]]) -> IngestReport:
@@ -297,6 +400,7 @@ class FolderSync:
         manifest = read_manifest(self.store)
 
         jobs: list[tuple[Path, str]] = []
+        sizes: dict[str, int] = {}
         present: set[str] = set()
         for path in files:
             key = str(path)
@@ -306,6 +410,7 @@ class FolderSync:
                 continue
             try:
                 file_hash = file_sha256(path)
+                sizes[key] = path.stat().st_size
             except OSError as exc:
                 report.add(FileOutcome(key, "failed", f"cannot read: {exc.strerror or exc}"))
                 continue
@@ -322,8 +427,17 @@ class FolderSync:
                 report.chunks_removed += removed
                 report.add(FileOutcome(stored_path, "removed", "file no longer exists", chunks=removed))
 
-        if jobs:
-            self._index(jobs, report, manifest)
+        given_monitor = self.monitor
+        if self.monitor is None and self.progress and jobs:
+            self.monitor = TerminalProgress()
+        tracker = ProgressTracker(len(files), {str(p): sizes.get(str(p), 0) for p, _h in jobs})
+        try:
+            if jobs:
+                report.cancelled = not self._index(jobs, report, manifest, tracker)
+        finally:
+            if self.monitor is not None:
+                self.monitor.close(tracker.snapshot())
+            self.monitor = given_monitor
         if report.chunks_added or report.chunks_removed:
             # Qdrant Edge builds HNSW and payload indexes only when asked; unindexed segments are
             # searched by full scan (3x slower at 2k points, far worse at 100k).
@@ -339,63 +453,103 @@ class FolderSync:
         report.timings_s = {k: round(v, 3) for k, v in self.timings.items()}
         return report
 
-    def _index(self, jobs: list[tuple[Path, str]], report: IngestReport, manifest: dict[str, StoredFile]) -> None:
+    def _index(self, jobs: list[tuple[Path, str]], report: IngestReport, manifest: dict[str, StoredFile],
+               tracker: ProgressTracker) -> bool:
+        """Parse, embed and write `jobs`. False when the monitor cancelled: the files written so far are
+        complete, the rest keep their previous version."""
         parsed_queue: "queue.Queue[_Parsed | None]" = queue.Queue(maxsize=8)
-        worker = threading.Thread(target=self._parse_worker, args=(jobs, parsed_queue), daemon=True)
-        worker.start()
+        if priority.use_worker(self.settings, self.embedder):
+            # A server's background job: parse, OCR, chunk and embed in the low-priority worker process.
+            lanes = _Lanes(tracker, threading.Event(), None)
+            workers = [threading.Thread(target=priority.parse_in_worker, daemon=True, name="rag-parse",
+                                        args=(self.settings, jobs, parsed_queue, lanes))]
+        else:
+            lanes = _Lanes(tracker, threading.Event(), queue.Queue() if self._ocr_worker_needed() else None)
+            workers = [threading.Thread(target=self._parse_worker, args=(jobs, parsed_queue, lanes), daemon=True,
+                                        name="rag-parse")]
+        if lanes.ocr_inbox is not None:
+            workers.append(threading.Thread(target=self._ocr_worker, args=(parsed_queue, lanes), daemon=True,
+                                            name="rag-ocr"))
+        for worker in workers:
+            worker.start()
         # Large groups: sentence-transformers sorts each encode call by length, so bigger groups pad less.
         batch_target = max(self.settings.embed_batch_size * 16, 256)
         pending: list[tuple[_Parsed, ChunkDraft, int]] = []
         remaining: dict[str, int] = {}
-        files_bar = tqdm(total=len(jobs), desc="files", unit="file", disable=not self.progress, file=_stderr())
-        chunks_bar = tqdm(desc="chunks", unit="chunk", disable=not self.progress, file=_stderr())
         by_path: dict[str, _Parsed] = {}
         ingested_at = _now()
+        ended = False
 
         def flush_pending() -> None:
             if not pending:
                 return
-            self._write_batch(pending, ingested_at)
-            chunks_bar.update(len(pending))
+            self._write_batch(pending, ingested_at, tracker)
             for parsed, _draft, _index in pending:
                 key = str(parsed.path)
                 remaining[key] -= 1
                 if remaining[key] == 0:
                     self._finish_file(by_path.pop(key), report)
-                    files_bar.update(1)
+                    tracker.finished(key)
             pending.clear()
+            self._emit(tracker)
 
-        while True:
-            item = parsed_queue.get()
-            if item is None:
-                break
-            self.timings["parse"] += item.parse_s
-            self.timings["chunk"] += item.chunk_s
-            key = str(item.path)
-            if item.error is not None:
-                keeps = " (previous version kept)" if key in manifest else ""
-                reason = _one_line(str(item.error), key) + keeps
-                report.add(FileOutcome(key, "failed", reason, needs_ocr=bool(getattr(item.error, "needs_ocr", False))))
-                files_bar.update(1)
-                continue
-            by_path[key] = item
-            remaining[key] = len(item.drafts)
-            pending.extend((item, draft, i) for i, draft in enumerate(item.drafts))
-            if len(pending) >= batch_target:
-                flush_pending()
-        flush_pending()
-        worker.join()
-        files_bar.close()
-        chunks_bar.close()
+        try:
+            while True:
+                try:
+                    item = parsed_queue.get(timeout=POLL_S)
+                except queue.Empty:
+                    # Nothing parsed meanwhile (a long file, an OCR page): write what is ready rather than wait.
+                    flush_pending()
+                    self._emit(tracker)
+                    self._check_cancel()
+                    continue
+                if item is None:
+                    ended = True
+                    break
+                self.timings["parse"] += item.parse_s
+                self.timings["chunk"] += item.chunk_s
+                self.timings["embed"] += item.embed_s
+                key = str(item.path)
+                if item.error is not None:
+                    keeps = " (previous version kept)" if key in manifest else ""
+                    reason = _one_line(str(item.error), key) + keeps
+                    report.add(FileOutcome(key, "failed", reason,
+                                           needs_ocr=bool(getattr(item.error, "needs_ocr", False))))
+                    tracker.finished(key, failed=True)
+                    self._emit(tracker)
+                    continue
+                by_path[key] = item
+                remaining[key] = len(item.drafts)
+                tracker.parsed(key, len(item.drafts))
+                pending.extend((item, draft, i) for i, draft in enumerate(item.drafts))
+                if len(pending) >= batch_target:
+                    flush_pending()
+                self._emit(tracker)
+                self._check_cancel()
+            flush_pending()
+        except _Cancelled:
+            log.info("ingest cancelled: %d file(s) not written keep their previous version", len(by_path))
+            return False
+        finally:
+            lanes.stop.set()
+            while not ended:  # let the workers see the stop and finish (their queue puts must not block)
+                ended = parsed_queue.get() is None
+            for worker in workers:
+                worker.join()
+        return True
 
-    def _write_batch(self, pending: list[tuple[_Parsed, ChunkDraft, int]], ingested_at: str) -> None:
+    def _write_batch(self, pending: list[tuple[_Parsed, ChunkDraft, int]], ingested_at: str,
+                     tracker: ProgressTracker) -> None:
         texts = [draft.text for _p, draft, _i in pending]
         if self.bm25 is None:
             self._ensure_collection(texts)
         assert self.bm25 is not None
         t0 = time.perf_counter()
-        vectors = self.embedder.embed_passages(texts)
+        vectors = self._embed(pending, texts, tracker)
         self.timings["embed"] += time.perf_counter() - t0
+        for path, count in Counter(str(parsed.path) for parsed, _d, _i in pending).items():
+            tracker.stage(path, "write", count, count, "chunk")
+        self._emit(tracker)
         chunks = []
         for parsed, draft, index in pending:
             path = str(parsed.path)
@@ -423,6 +577,36 @@ class FolderSync:
         self.timings["bm25"] += stats.encode_s
         self.timings["upsert"] += stats.upsert_s
 
+    def _embed(self, pending: list[tuple[_Parsed, ChunkDraft, int]], texts: list[str],
+               tracker: ProgressTracker) -> np.ndarray:
+        """Embed one group in model batches, reporting chunks per file after each (and checking for a cancel).
+
+        Files go in order, each file's texts longest first, cut at the model's batch size: the bar then
+        moves through one file at a time (naming it), and chunks of one file, mostly near the chunk budget,
+        pad about as little as the whole group sorted by length would.
+        """
+        if all(parsed.vectors is not None for parsed, _d, _i in pending):  # embedded by the background worker
+            tracker.embedded(Counter(str(parsed.path) for parsed, _d, _i in pending))
+            self._emit(tracker)
+            return np.stack([parsed.vectors[i] for parsed, _d, i in pending]).astype(np.float32, copy=False)
+        first: dict[str, int] = {}
+        for i, (parsed, _d, _i) in enumerate(pending):
+            first.setdefault(str(parsed.path), i)
+        order = sorted(range(len(texts)), key=lambda i: (first[str(pending[i][0].path)], -len(texts[i])))
+        step = max(1, int(self.settings.embed_batch_size))
+        vectors: np.ndarray | None = None
+        for start in range(0, len(order), step):
+            part = order[start:start + step]
+            embedded = np.asarray(self.embedder.embed_passages([texts[i] for i in part]), dtype=np.float32)
+            if vectors is None:
+                vectors = np.zeros((len(texts), embedded.shape[1]), dtype=np.float32)
+            vectors[part] = embedded
+            tracker.embedded(Counter(str(pending[i][0].path) for i in part))
+            self._emit(tracker)
+            self._check_cancel()  # nothing of this group is written yet: a cancel leaves its files as they were
+        assert vectors is not None
+        return vectors
+
     def _finish_file(self, parsed: _Parsed, report: IngestReport) -> None:
         """All chunks of the new version are stored: drop every other version of the file."""
         t0 = time.perf_counter()
@@ -434,9 +618,10 @@ class FolderSync:
 
 
 def ingest_paths(paths: Iterable[str | os.PathLike[str]], settings: Settings, store: Store, embedder,
-                 acl: list[str] | None = None, progress: bool = True) -> IngestReport:
+                 acl: list[str] | None = None, progress: bool = True,
+                 monitor: IngestMonitor | None = None) -> IngestReport:
     """Sync the given files and folders into the collection; see the module docstring."""
-    return FolderSync(settings, store, embedder, acl=acl, progress=progress).run(paths)
+    return FolderSync(settings, store, embedder, acl=acl, progress=progress, monitor=monitor).run(paths)
 
 
 def _now() -> str:
@@ -451,9 +636,4 @@ def _one_line(message: str, path: str) -> str:
             text = text[len(prefix):]
     return text
 
-
-def _stderr():
-    import sys
-
-    return sys.stderr
 

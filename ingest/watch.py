@@ -8,7 +8,8 @@ folder per burst of changes:
   first event of a burst that never goes quiet, so a `git checkout` touching 1,000 files is one sync;
 - stability: a file fires only once its size and mtime were unchanged across two checks at least
   `stable_ms` apart (a file still being written waits; a long download does not hold back the rest);
-- hidden files and folders and editor/download temp files are ignored (see `is_ignored`);
+- hidden files and folders and editor/download temp files are ignored (`ingest.ignore.is_ignored`, the
+  rule the full sync applies too);
 - a vanished folder (an unmounted share, a deleted folder) is logged and retried, never synced: an
   unmount must not empty the index. When it comes back, a full sync catches up.
 
@@ -20,12 +21,12 @@ nothing was watching, and a failed request is retried as a full sync after a bac
 Two ready-made callbacks: `PipelineSync` runs the sync in-process through an ingest function
 (`rag ingest --watch`), `JobSync` submits one job per request to the durable queue (`rag serve --watch`).
 
-This module imports only the core library and `ingest.jobs`; the caller supplies the ingest function.
+This module imports only the core library, `ingest.ignore` and `ingest.jobs`; the caller supplies the ingest
+function.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import os
 import threading
@@ -35,6 +36,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from ingest.ignore import is_ignored  # re-exported: one rule with the full sync
 from rag.access import Caller
 
 log = logging.getLogger(__name__)
@@ -51,24 +53,6 @@ NETWORK_FILESYSTEMS = frozenset({
     "davfs", "fuse.davfs2", "fuse.s3fs", "afs", "ncpfs", "ceph", "fuse.ceph", "glusterfs", "fuse.glusterfs",
     "lustre", "fuse.gcsfuse",
 })
-
-# Lock files, partial downloads and editor scratch files: indexing them is noise at best, a parse error
-# at worst, and the real file arrives (usually by a rename) once the program is done.
-TEMP_PATTERNS = ("~$*", "*.tmp", ".#*", "*.swp", "*.swo", "*.swx", "*.part", "*.partial", "*.crdownload",
-                 "*.download", "*~", "4913")  # 4913: the probe file vim creates to test a folder is writable
-
-
-def is_ignored(path: str | os.PathLike[str], root: str | os.PathLike[str]) -> bool:
-    """True for paths the watcher never reports: hidden files or folders (as the sync skips them) and temp files."""
-    try:
-        parts = Path(path).relative_to(root).parts
-    except ValueError:
-        parts = Path(path).parts[-1:]
-    if any(part.startswith(".") for part in parts):
-        return True
-    name = parts[-1] if parts else ""
-    return any(fnmatch.fnmatchcase(name, pattern) for pattern in TEMP_PATTERNS)
-
 
 def filesystem_type(path: str | os.PathLike[str], mounts_file: str = "/proc/mounts") -> str | None:
     """The type of the file system holding `path` (longest matching mount point in /proc/mounts), or None."""

@@ -128,6 +128,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train", metavar="DATASET_DIR", help="--reader: doc-QA dataset to learn from")
     p.add_argument("--base", metavar="MODEL", help="--reader: backbone (default: the configured embedder's)")
     p.add_argument("--limit", type=int, help="--reader: train on a seeded sample of N questions")
+    p.add_argument("--reader-lr", type=float, help="--reader: peak learning rate (default 8e-5)")
+    p.add_argument("--window", type=int, help="--reader: tokens per training window (default 256)")
+    p.add_argument("--doc-stride", type=int, help="--reader: tokens shared by consecutive windows (default 96)")
+    p.add_argument("--distractors", type=float,
+                   help="--reader: share of questions that also read a same-article distractor paragraph (default 0.5)")
+    p.add_argument("--freeze-layers", type=int, metavar="N",
+                   help="--reader: keep the lowest N transformer layers as pretrained (cheaper steps; default 0)")
+    p.add_argument("--max-steps", type=int, help="--reader: stop after N optimizer steps")
+    p.add_argument("--checkpoint-every", type=int, metavar="N",
+                   help="--reader: save <out>/checkpoint every N steps (resume with --base <out>/checkpoint)")
+    p.add_argument("--time-budget", type=float, metavar="MIN",
+                   help="--reader: wall-clock budget; the learning rate decays to 0 by then and training stops")
     _add_common(p)
 
     p = sub.add_parser("explore", help="plot the collection's embedding space (PNG or HTML)")
@@ -245,6 +257,7 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
+    from rag.answering.citations import abstention_text
     from rag.pipeline import Pipeline
 
     pipeline = Pipeline(settings)
@@ -278,7 +291,9 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
             for c in answer.citations:
                 page = f", page {c.page}" if c.page else ""
                 print(terminal_safe(f"  [{c.number}] {c.file}{page}: \"{' '.join(c.quote.split())[:200]}\""))
-        if answer.abstained and answer.related:
+        # An abstention's text already lists the related passages (answering.citations.abstention_text); list
+        # them here only when it does not (an LLM error message), so they are never printed twice.
+        if answer.abstained and answer.related and abstention_text(answer.related) not in answer.text:
             print("\nRelated, not sufficient:")
             for hit in answer.related:
                 print(terminal_safe(f"  - {hit.chunk.file_name}: {' '.join(hit.chunk.text.split())[:160]}"))

@@ -56,6 +56,10 @@ class Settings:
     pdf_strategy: str = "fast"
     # OCR with Tesseract: auto = image files and PDF pages without a text layer; always = every PDF page too.
     ocr: str = "auto"  # auto | off | always
+    # Server ingest jobs: background = parse, chunk and embed in a worker process at the lowest CPU priority, so
+    # searches stay fast while a job runs (ingest.priority); normal = in the server process at full priority.
+    # A CLI `rag ingest` without a server always runs in-process at normal priority.
+    ingest_priority: str = "background"  # background | normal
 
     # BM25 term weighting (IDF is applied by Qdrant with Modifier.IDF).
     bm25_k1: float = 1.2
@@ -75,6 +79,18 @@ class Settings:
     # with weight w (right for a weaker, domain-tuned reranker; `rag tune` measures and recommends it).
     rerank_fusion_weight: float | None = None
 
+    # Dense index (rag.store.vector_index; chosen by `rag bench --parts scale`). Quantization and HNSW m /
+    # ef_construct apply when a collection is created; rescoring, oversampling, hnsw_ef and ACORN to every query.
+    dense_quantization: str = "scalar"  # none | scalar (int8) | binary
+    dense_rescore: bool = True  # re-score quantized candidates with the original float vectors
+    dense_oversampling: float = 2.0
+    hnsw_m: int = 16
+    hnsw_ef_construct: int = 100
+    hnsw_payload_m: int | None = None  # extra edges per indexed payload value; 0 = none (ACORN filters); unset = hnsw_m
+    hnsw_ef: int | None = 128  # unset = the engine's default
+    acorn: bool = True  # ACORN for filters (ACL labels) that pass at most acorn_max_selectivity of the chunks
+    acorn_max_selectivity: float = 0.4
+
     # Answering.
     llm_provider: str = "auto"  # auto | openai | extractive
     llm_base_url: str | None = None
@@ -92,6 +108,12 @@ class Settings:
     # when the reader cannot load. It answers when best span score - no-answer score >= the margin.
     reader_model: str = "deepset/minilm-uncased-squad2"
     reader_no_answer_margin: float = 0.0
+    # The gate can ask the reader (LLM answers only): on, the reader reads the evidence first and, when its
+    # no-answer score beats the best span by at least -reader_gate_margin (best span - no-answer <
+    # reader_gate_margin, a margin well below reader_no_answer_margin = a confident "not in here"), the product
+    # abstains without calling the LLM. Off when the reader cannot load (a warning says so).
+    reader_gate: str = "off"  # off | on
+    reader_gate_margin: float = -4.0
     # Longest question accepted (characters): a pasted book is refused up front instead of being
     # embedded, searched and forwarded whole to the LLM.
     max_question_chars: int = 2000
@@ -266,6 +288,10 @@ def validate(settings: Settings) -> None:
         raise ConfigError(f"setting 'llm_provider' is {settings.llm_provider!r}; use auto, openai or extractive")
     if settings.ocr not in ("auto", "off", "always"):
         raise ConfigError(f"setting 'ocr' is {settings.ocr!r}; use auto, off or always")
+    if settings.reader_gate not in ("off", "on"):
+        raise ConfigError(f"setting 'reader_gate' is {settings.reader_gate!r}; use off or on")
+    if settings.ingest_priority not in ("background", "normal"):
+        raise ConfigError(f"setting 'ingest_priority' is {settings.ingest_priority!r}; use background or normal")
     if settings.chunk_tokens < 16:
         raise ConfigError(f"setting 'chunk_tokens' is {settings.chunk_tokens}; use at least 16")
     if not 0 <= settings.chunk_overlap_tokens < settings.chunk_tokens:
@@ -281,6 +307,9 @@ def validate(settings: Settings) -> None:
                               "onnx-fp32 or onnx-int8")
     if settings.rerank_max_tokens is not None and settings.rerank_max_tokens < 32:
         raise ConfigError(f"setting 'rerank_max_tokens' is {settings.rerank_max_tokens}; use at least 32 or leave it unset")
+    from rag.store.vector_index import VectorIndexConfig  # lazy: the store package is not needed to load settings
+
+    VectorIndexConfig.from_settings(settings)  # raises ConfigError naming the dense-index setting
     if settings.rrf_k <= 0:
         raise ConfigError(f"setting 'rrf_k' is {settings.rrf_k}; it must be positive")
     if settings.top_k <= 0 or settings.leg_limit <= 0 or settings.rerank_top_m <= 0:

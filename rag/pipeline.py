@@ -17,10 +17,12 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
+from ingest.progress import IngestMonitor
 from ingest.sync import IngestReport, discover_files, ingest_paths, stored_files
 from rag.access import AccessDenied, Action, Caller, Role, resolve_roots, root_of
 from rag.answering import make_answerer
 from rag.answering.evidence import related_passages, select_evidence
+from rag.backends.vectors import UNRECORDED, describe_backend
 from rag.config import Settings, load_settings
 from rag.conversation import Rewrite, condense, condenser_from_settings, idf_from_counts
 from rag.embedding import Embedder, EmbedderProtocol, embedder_from_settings
@@ -116,6 +118,23 @@ class Pipeline:
             if self.settings.llm_enabled else "extractive",
         }
 
+    def model_backends(self) -> dict[str, str | None]:
+        """Which rag.backends backend runs the embedder and the reranker, and which one built the collection's vectors.
+
+        Loads no model: a loaded model reports its own backend; otherwise the setting (for `auto`, the
+        remembered probe's choice and the backends the quality guard refused) is described.
+        """
+        st = self.settings
+        embedder = describe_backend(st.embed_backend, st.embed_model, "embedder", st.state_dir,
+                                    loaded=getattr(self._embedder, "backend", None) if self._embedder is not None else None)
+        reranker = None
+        if st.rerank_enabled:
+            reranker = describe_backend(st.rerank_backend, st.rerank_model.strip(), "reranker", st.state_dir,
+                                        loaded=getattr(self._reranker, "backend", None) if self._reranker is not None else None)
+        info = self.store.info()
+        vectors = None if info is None else (info.embed_backend or UNRECORDED)
+        return {"embedder": embedder, "reranker": reranker, "collection_vectors": vectors}
+
     def default_filter(self, acl: list[str] | None = None) -> SearchFilter:
         """A filter holding `acl` labels (the settings' default labels when None)."""
         return SearchFilter(acl=list(acl) if acl is not None else list(self.settings.default_acl))
@@ -135,8 +154,12 @@ class Pipeline:
 
     # -- operations ----------------------------------------------------------------------------
     def ingest(self, paths: Iterable[str | os.PathLike[str]], acl: list[str] | None = None, progress: bool = True,
-               caller: Caller | None = None, roots: Iterable[str | os.PathLike[str]] | None = None) -> IngestReport:
+               caller: Caller | None = None, roots: Iterable[str | os.PathLike[str]] | None = None,
+               monitor: IngestMonitor | None = None) -> IngestReport:
         """Sync files/folders into the collection (see ingest.sync); needs Action.INGEST.
+
+        `monitor` (ingest.progress) follows the run file by file and may cancel it between files; without
+        one, `progress` draws the terminal bar.
 
         `roots`: when given, every path must resolve (symlinks resolved) inside one of these folders,
         else AccessDenied naming the path: the UI and the server confine ingest to configured folders.
@@ -160,7 +183,8 @@ class Pipeline:
         with self._writer_lock:
             if caller.role is not Role.ADMIN:
                 self._refuse_hidden_files(paths, caller)
-            report = ingest_paths(paths, self.settings, store, embedder, acl=labels, progress=progress)
+            report = ingest_paths(paths, self.settings, store, embedder, acl=labels, progress=progress,
+                                  monitor=monitor)
         return report
 
     def _ingest_labels(self, acl: list[str] | None, caller: Caller) -> list[str]:
@@ -286,6 +310,8 @@ class Pipeline:
             "bm25": {"k1": info.bm25_k1, "b": info.bm25_b, "avg_doc_len": info.bm25_avg_doc_len,
                      "language": info.bm25_language} if info else None,
             "created_at": info.created_at if info else None,
+            # rag.backends: what runs the models now, and what the stored vectors came from.
+            **{f"{key}_backend": value for key, value in self.model_backends().items()},
             "points": self.store.count(caller.search_filter()) if info else 0,
             "files": len(files),
             "chunks_per_file_type": dict(sorted(by_type.items())),
@@ -430,6 +456,12 @@ class _ReaderFirstEmbedder:
         self.model_name = inner.model_name
         self.dimension = inner.dimension
         self.max_tokens = inner.max_tokens
+        self.backend = getattr(inner, "backend", "torch-fp32")  # recorded in / checked against the collection
+
+    @property
+    def model(self) -> Any:
+        """The inner embedder's model (its backend's probe report is what the collection check consults)."""
+        return getattr(self._inner, "model", None)
 
     def count_tokens(self, text: str) -> int:
         """See EmbedderProtocol."""

@@ -24,7 +24,8 @@ GET /v1/models. Each chat request pops the next behaviour from the queue; when t
 - `Cut(after_tokens)`              : a stream that stops after `after_tokens` chunks, no finish, no [DONE]
 - `Drop()`                         : close the connection without any response
 
-`requests` holds every chat request body (parsed JSON) in arrival order.
+`requests` holds every chat request body (parsed JSON) in arrival order; `streams` holds a `StreamLog`
+per streamed reply (chunks written, whether the client closed the connection before the end).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import socket
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable, Iterator
 
@@ -80,6 +81,18 @@ class Drop:
 Behaviour = Reply | Status | Delay | Malformed | Cut | Drop
 
 
+@dataclass
+class StreamLog:
+    """What happened to one streamed reply, as the server saw it."""
+
+    chunks_total: int  # SSE chunks the reply would have written (role chunk, tokens, finish)
+    chunks_written: int = 0
+    client_closed: bool = False  # a write failed: the client closed the connection before the end
+    started: float = field(default_factory=time.monotonic)
+    ended: float | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+
 def split_tokens(text: str, chunk_chars: int | None = None) -> list[str]:
     """How a Reply is cut into stream chunks: words with their leading whitespace, or fixed-size chunks."""
     if chunk_chars:
@@ -93,6 +106,7 @@ class FakeLLMServer:
     def __init__(self, model: str = "fake-model") -> None:
         self.model = model
         self.requests: list[dict] = []
+        self.streams: list[StreamLog] = []
         self.default: Behaviour = Status(500, "fake LLM server: no scripted response left")
         self.responder: Callable[[dict], str] | None = None
         self._queue: deque[Behaviour] = deque()
@@ -113,6 +127,7 @@ class FakeLLMServer:
         with self._lock:
             self._queue.clear()
             self.requests.clear()
+            self.streams.clear()
             self.responder = None
 
     @property
@@ -240,15 +255,27 @@ class _Handler(BaseHTTPRequestHandler):
             yield {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
 
     def _stream(self, tokens: list[str], body: dict, finish: bool, garbage: bool = False, delay: float = 0.0) -> None:
+        chunks = list(self._chunks(tokens, body, finish))
+        log = StreamLog(chunks_total=len(chunks))
+        with self.fake._lock:
+            self.fake.streams.append(log)
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache")
         self.end_headers()
-        for i, chunk in enumerate(self._chunks(tokens, body, finish)):
-            if delay and i >= 2:  # after the role chunk and the first token
-                self.fake._stopping.wait(delay)
-            self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
-            self.wfile.flush()
+        try:
+            for i, chunk in enumerate(chunks):
+                if delay and i >= 2:  # after the role chunk and the first token
+                    self.fake._stopping.wait(delay)
+                self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                self.wfile.flush()
+                log.chunks_written += 1
+        except (BrokenPipeError, ConnectionResetError):
+            log.client_closed = True
+            raise
+        finally:
+            log.ended = time.monotonic()
+            log.done.set()
         if garbage:
             self.wfile.write(b'data: {"choices": [{"delta": {"content": "oops"\n\n')
             self.wfile.flush()

@@ -7,6 +7,7 @@ the module fast on a shared 2-core machine)."""
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -53,17 +54,31 @@ def embed_backends(minilm_path, st_model, state_dir):
     return {kind: load_backend(kind, minilm_path, "embedder", cache, model=st_model) for kind in BACKENDS}
 
 
-class PerturbedBackend:
-    """A deliberately bad backend: fp32 vectors plus noise large enough to move them off fp32."""
+BROKEN_INT8 = "onnx-int8-per-tensor"
 
-    def __init__(self, inner, scale: float = 0.02) -> None:
-        self.inner, self.scale = inner, scale
 
-    def encode(self, texts, batch_size=32, **kwargs):
-        vectors = self.inner.encode(texts, batch_size=batch_size)
-        noise = np.random.default_rng(0).normal(0, self.scale, vectors.shape).astype(np.float32)
-        out = vectors + noise
-        return out / np.linalg.norm(out, axis=1, keepdims=True)
+@pytest.fixture(scope="module")
+def broken_int8(minilm_path, st_model, embed_backends, state_dir):
+    """A real, deliberately broken quantization: the same ONNX export, int8 with one scale per weight tensor
+    (the recipe the product rejected: one outlier per matrix coarsens every other weight), run in ONNX Runtime."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from rag.backends import OnnxBackend
+    from rag.backends.runtime import _ort_session
+
+    fp32_path = embed_backends["onnx-fp32"].onnx_path
+    out = state_dir / "broken" / "model_int8_per_tensor.onnx"
+    out.parent.mkdir(exist_ok=True)
+    quantize_dynamic(str(fp32_path), str(out), weight_type=QuantType.QInt8, per_channel=False,
+                     op_types_to_quantize=["MatMul", "Gather"])
+    return OnnxBackend(st_model, "embedder", _ort_session(out, None), BROKEN_INT8, out, exported=True)
+
+
+@pytest.fixture(scope="module")
+def broken_report(embed_backends, broken_int8):
+    """The guard's probe of fp32, int8 and the broken quantization (what a collection check consults)."""
+    return probe_backends("embedder", {"torch-fp32": embed_backends["torch-fp32"], "onnx-int8": embed_backends["onnx-int8"],
+                                       BROKEN_INT8: broken_int8}, texts=EMBED_PROBE)
 
 
 class TruncatingBackend:
@@ -105,9 +120,9 @@ def test_cached_quantized_model_loads_offline_without_exporting_again(minilm_pat
 
 
 def test_auto_picks_the_fastest_passing_backend_refuses_bad_ones_and_remembers(minilm_path, st_model, embed_backends,
-                                                                               state_dir, monkeypatch):
+                                                                               broken_int8, state_dir, monkeypatch):
     fp32 = embed_backends["torch-fp32"]
-    bad = {"perturbed": PerturbedBackend(fp32), "truncated-8": TruncatingBackend(fp32)}
+    bad = {BROKEN_INT8: broken_int8, "truncated-8": TruncatingBackend(fp32)}
     backend, report = resolve_backend("auto", minilm_path, "embedder", state_dir, model=st_model,
                                       candidates=("torch-fp32", "torch-bf16", "onnx-int8"), extra=bad, probe_texts=EMBED_PROBE)
     assert report.chosen in BACKENDS and backend.kind == report.chosen
@@ -118,21 +133,23 @@ def test_auto_picks_the_fastest_passing_backend_refuses_bad_ones_and_remembers(m
         assert not report.results[name].passed
         assert "min cosine to fp32" in report.results[name].reason and "< 0.99" in report.results[name].reason
     assert report.results["truncated-8"].metrics["min_cosine"] < 0.9
+    assert report.results[BROKEN_INT8].metrics["min_cosine"] < EMBED_MIN_COSINE  # a real quantization, measured bad
 
     saved = json.loads((state_dir / "model_backends.json").read_text())
     (entry,) = [e for e in saved.values() if e["role"] == "embedder"]
     assert entry["report"]["chosen"] == report.chosen
-    assert entry["report"]["results"]["perturbed"]["passed"] is False
+    assert entry["report"]["results"][BROKEN_INT8]["passed"] is False
 
     # Second time: the remembered choice, no probe.
     monkeypatch.setattr(guard_module, "probe_backends", lambda *a, **k: pytest.fail("probed again"))
     again, report2 = resolve_backend("auto", minilm_path, "embedder", state_dir, model=st_model)
     assert again.kind == report.chosen and report2.chosen == report.chosen
 
-    # A collection built by fp32 accepts the chosen backend's vectors, refuses the perturbed ones, and says why.
+    # A collection built by fp32 accepts the chosen backend's vectors, refuses the broken ones, and says why.
     assert vectors_compatible("torch-fp32", report.chosen, report)
     assert vectors_compatible(None, report.chosen, report.to_dict())  # collections from before backends: fp32
-    ok, reason = check_vectors_compatible("torch-fp32", "perturbed", report)
+    assert again.report is report2  # the loaded backend carries its report, for the collection check
+    ok, reason = check_vectors_compatible("torch-fp32", BROKEN_INT8, report)
     assert not ok and "disagree" in reason and "embed_backend" in reason
 
 
@@ -155,14 +172,20 @@ def test_reranker_backends_export_the_loaded_head_and_the_guard_refuses_truncati
     model = load_model(minilm_path, "reranker")
     fp32 = load_backend("torch-fp32", minilm_path, "reranker", model=model)
     onnx = load_backend("onnx-fp32", minilm_path, "reranker", default_cache_dir(state_dir), model=model)
+    # A truncated model: the same weights and head with only the first of its six transformer layers.
+    shallow = copy.deepcopy(model)
+    shallow.model.bert.encoder.layer = shallow.model.bert.encoder.layer[:1]
     windower = PassageWindower(model.tokenizer, max_tokens=96)
     questions = [(q, windower.fit(q, passages)) for q, passages in probe_data.rerank_questions()[:2]]
-    report = probe_backends("reranker", {"torch-fp32": fp32, "onnx-fp32": onnx, "truncated-8": TruncatingBackend(fp32)},
+    report = probe_backends("reranker", {"torch-fp32": fp32, "onnx-fp32": onnx, "truncated-8": TruncatingBackend(fp32),
+                                         "one-layer": load_backend("torch-fp32", role="reranker", model=shallow)},
                             questions=questions)
     assert report.results["onnx-fp32"].passed, report.results["onnx-fp32"].reason
     assert report.results["onnx-fp32"].metrics["kendall_tau_mean"] > 0.99
-    assert not report.results["truncated-8"].passed
-    assert "Kendall tau with fp32" in report.results["truncated-8"].reason
+    for bad in ("truncated-8", "one-layer"):
+        assert not report.results[bad].passed
+        assert "with fp32" in report.results[bad].reason and "beyond the guard" in report.results[bad].reason
+    assert report.results["one-layer"].seconds < report.results["torch-fp32"].seconds  # faster, still refused
     assert report.chosen in ("torch-fp32", "onnx-fp32")
     scores = onnx.predict([(questions[0][0], questions[0][1][0])])
     assert scores.shape == (1,) and scores.dtype == np.float32
@@ -219,3 +242,197 @@ def test_embedder_and_reranker_take_a_backend_setting(minilm_path, state_dir, em
     assert reranker.backend == "torch-bf16" and reranker.max_tokens == 64
     scores = reranker.score("Who discovered polonium?", [EMBED_PROBE[0], "Marie Curie discovered polonium."])
     assert len(scores) == 2 and all(np.isfinite(scores))
+
+
+# --------------------------------------------------------------------------------------------------
+# collections record their vectors' backend and refuse vectors that disagree; stats and the UI say so
+# --------------------------------------------------------------------------------------------------
+
+
+def _docs(root, *names):
+    """A folder of small text files (one sentence set each), for real ingests."""
+    folder = root / "docs"
+    folder.mkdir(exist_ok=True)
+    for name in names:
+        (folder / f"{name}.txt").write_text(f"{name.title()} notes. " + " ".join(EMBED_PROBE[:3]), encoding="utf-8")
+    return folder
+
+
+def _ingest(settings, embedder, folder):
+    from ingest.sync import ingest_paths
+    from rag.store import open_store
+
+    store = open_store(settings)
+    try:
+        report = ingest_paths([folder], settings, store, embedder, progress=False)
+        return report, store.info(), store.count()
+    finally:
+        store.close()
+
+
+def test_a_collection_refuses_an_ingest_whose_backend_disagrees_and_accepts_one_that_agrees(
+        tmp_path, make_settings, minilm_path, embedder, embed_backends, broken_int8, broken_report, monkeypatch):
+    from rag.embedding import Embedder
+    from rag.errors import ModelMismatchError
+
+    settings = make_settings(tmp_path, collection="notes")
+    folder = _docs(tmp_path, "alpha")
+    report, info, points = _ingest(settings, embedder, folder)
+    assert report.failed == 0 and info.embed_backend == "torch-fp32" and points > 0
+
+    # The broken quantization, with the guard's measurement of it: refused before anything is written.
+    monkeypatch.setattr(broken_int8, "report", broken_report, raising=False)
+    broken = Embedder(broken_int8, minilm_path)
+    assert broken.backend == BROKEN_INT8
+    _docs(tmp_path, "beta")
+    with pytest.raises(ModelMismatchError) as refused:
+        _ingest(settings, broken, folder)
+    message = str(refused.value)
+    for part in ("'notes'", "torch-fp32", BROKEN_INT8, "min cosine", "RAG_EMBED_BACKEND=torch-fp32", "re-index"):
+        assert part in message, (part, message)
+    before = _ingest(settings, embedder, folder)[2]
+    assert before > points  # fp32 still adds beta: nothing of it was written by the refused ingest
+
+    # int8 (per channel), which the same probe measured within the guard of fp32: accepted.
+    monkeypatch.setattr(embed_backends["onnx-int8"], "report", broken_report, raising=False)
+    assert broken_report.pairwise_min_cosine["torch-fp32"]["onnx-int8"] >= EMBED_MIN_COSINE
+    _docs(tmp_path, "gamma")
+    report, info, after = _ingest(settings, Embedder(embed_backends["onnx-int8"], minilm_path), folder)
+    assert report.failed == 0 and after > before and info.embed_backend == "torch-fp32"  # the record stays the creator's
+
+
+@pytest.mark.slow
+def test_a_backend_never_compared_with_the_collections_is_measured_once_then_remembered(
+        tmp_path, make_settings, minilm_path, embedder, embed_backends, monkeypatch):
+    """bf16 set by name (no `auto` probe on record): the first ingest measures it against fp32 on the probe set."""
+    from rag.backends import vectors as vectors_module
+    from rag.embedding import Embedder
+
+    settings = make_settings(tmp_path, collection="notes")
+    folder = _docs(tmp_path, "alpha")
+    _, _, before = _ingest(settings, embedder, folder)
+    bf16 = Embedder(embed_backends["torch-bf16"], minilm_path)
+    _docs(tmp_path, "beta")
+    report, info, after = _ingest(settings, bf16, folder)
+    assert report.failed == 0 and after > before and info.embed_backend == "torch-fp32"
+    saved = json.loads((tmp_path / "state" / "model_backends.json").read_text())
+    (measured,) = [e for e in saved.values() if e["role"] == "agreement"]
+    assert measured["report"]["pairwise_min_cosine"]["torch-fp32"]["torch-bf16"] >= EMBED_MIN_COSINE
+    assert measured["report"]["probe_size"] == len(probe_data.embedding_texts())
+    # Remembered: the next bf16 ingest does not measure again.
+    monkeypatch.setattr(vectors_module, "probe_backends", lambda *a, **k: pytest.fail("measured again"))
+    _docs(tmp_path, "gamma")
+    assert _ingest(settings, bf16, folder)[0].failed == 0
+
+
+def test_a_collection_built_before_backends_works_as_fp32_and_still_refuses_disagreeing_vectors(
+        tmp_path, make_settings, minilm_path, embedder, broken_int8, broken_report, monkeypatch):
+    from rag.embedding import Embedder
+    from rag.errors import ModelMismatchError
+    from rag.pipeline import Pipeline
+
+    settings = make_settings(tmp_path, collection="old")
+    folder = _docs(tmp_path, "alpha")
+    _ingest(settings, embedder, folder)
+    meta = tmp_path / "qdrant" / "old" / "collection.json"  # the embedded store's record of the collection
+    data = json.loads(meta.read_text())
+    del data["embed_backend"]  # what a collection written before backends holds
+    meta.write_text(json.dumps(data))
+
+    _docs(tmp_path, "beta")
+    report, info, _ = _ingest(settings, embedder, folder)
+    assert report.failed == 0 and info.embed_backend is None  # still works, still unrecorded
+
+    pipeline = Pipeline(settings, embedder=embedder)
+    try:
+        stats = pipeline.stats()
+        hits = pipeline.search("alpha notes", k=3, mode="dense").hits
+    finally:
+        pipeline.close()
+    assert stats["collection_vectors_backend"] == "torch-fp32 (not recorded: built before backends)"
+    assert hits
+
+    monkeypatch.setattr(broken_int8, "report", broken_report, raising=False)
+    _docs(tmp_path, "gamma")
+    with pytest.raises(ModelMismatchError, match="not recorded: built before backends.*onnx-int8-per-tensor"):
+        _ingest(settings, Embedder(broken_int8, minilm_path), folder)
+
+
+def test_stats_cli_and_ui_name_the_backends_in_use_and_the_collection_vectors_backend(
+        tmp_path, make_settings, minilm_path, embedder, broken_report, monkeypatch, capsys):
+    from rag.access import Caller, Role
+    from rag.backends.guard import remember_choice
+    from rag.cli import main
+    from rag.pipeline import Pipeline
+    from ui.context import UIContext
+    from ui.settings_panel import models_markdown
+
+    settings = make_settings(tmp_path, collection="shown", embed_backend="auto", rerank_backend="torch-bf16")
+    # Before any probe: the setting, and that the first load probes; no collection yet.
+    fresh = Pipeline(settings)
+    try:
+        before = fresh.model_backends()
+    finally:
+        fresh.close()
+    assert before == {"embedder": "auto (not probed yet: the first model load measures the backends)",
+                      "reranker": "torch-bf16", "collection_vectors": None}
+
+    remember_choice(settings.state_dir, "embedder", minilm_path, broken_report)
+    _ingest(settings, embedder, _docs(tmp_path, "alpha"))
+    pipeline = Pipeline(settings)  # no model loaded: stats read the remembered probe and the collection record
+    try:
+        stats = pipeline.stats()
+        markdown = models_markdown(UIContext(pipeline, settings, Caller("ui", ("public",), Role.EDITOR)),
+                                   Caller("ui", ("public",), Role.EDITOR))
+        assert pipeline.loaded_models()["embedder"] is None
+    finally:
+        pipeline.close()
+    chosen = broken_report.chosen
+    assert stats["embedder_backend"].startswith(f"{chosen} (auto: fastest passing the quality guard, probed ")
+    assert f"refused by the quality guard: {BROKEN_INT8}" in stats["embedder_backend"]
+    assert stats["reranker_backend"] == "torch-bf16" and stats["collection_vectors_backend"] == "torch-fp32"
+    assert f"**Embedding backend:** `{stats['embedder_backend']}`" in markdown
+    assert "**Reranker backend:** `torch-bf16`" in markdown and "**Collection vectors from:** `torch-fp32`" in markdown
+
+    # A loaded model reports its own backend.
+    loaded = Pipeline(settings, embedder=embedder)
+    try:
+        assert loaded.model_backends()["embedder"].startswith("torch-fp32 (auto")
+    finally:
+        loaded.close()
+
+    for name, value in {"QDRANT_PATH": settings.qdrant_path, "STATE_DIR": settings.state_dir, "COLLECTION": "shown",
+                        "EMBED_MODEL": minilm_path, "RERANK_MODEL": minilm_path, "EMBED_BACKEND": "auto",
+                        "RERANK_BACKEND": "onnx-int8"}.items():
+        monkeypatch.setenv(f"RAG_{name}", value)
+    monkeypatch.chdir(tmp_path)
+    assert main(["stats"]) == 0
+    out = capsys.readouterr().out
+    assert f"embedder_backend: {stats['embedder_backend']}" in out
+    assert "reranker_backend: onnx-int8" in out and "collection_vectors_backend: torch-fp32" in out
+
+
+def test_bench_targets_take_the_best_guard_passing_variant_and_say_when_a_target_is_missed():
+    from evals.bench_backends import targets
+
+    result = {
+        "embedding": {"torch-fp32": {"chunks_per_s_ratio": 1.0, "query_p50_ratio": 1.0},
+                      "onnx-int8": {"chunks_per_s_ratio": 2.1, "query_p50_ratio": 0.7},
+                      "torch-bf16": {"chunks_per_s_ratio": 1.5, "query_p50_ratio": 0.5},
+                      "broken": {"chunks_per_s_ratio": 3.0, "query_p50_ratio": 0.2}},
+        "embedder_guard": {"results": {"torch-fp32": {"passed": True}, "onnx-int8": {"passed": True},
+                                       "torch-bf16": {"passed": True}, "broken": {"passed": False}}},
+        "rerank": {"torch-fp32 full": {"stage_ratio": 1.0, "top10_overlap": 1.0, "kendall_tau": 1.0, "ndcg10_vs_gold": 0.80},
+                   "onnx-int8 budget128": {"stage_ratio": 0.3, "top10_overlap": 0.95, "kendall_tau": 0.93, "ndcg10_vs_gold": 0.79},
+                   "onnx-int8 full": {"stage_ratio": 0.5, "top10_overlap": 1.0, "kendall_tau": 0.97, "ndcg10_vs_gold": 0.80},
+                   "torch-bf16 budget128": {"stage_ratio": 0.1, "top10_overlap": 0.6, "kendall_tau": 0.5, "ndcg10_vs_gold": 0.5}},
+        "reranker_guard": {"results": {"onnx-int8": {"passed": True}, "torch-bf16": {"passed": True}}},
+        "rerank_m": 30, "rerank_questions": 8,
+    }
+    t = targets(result)
+    assert t["ingest_chunks_per_s_ratio"] == {"variant": "onnx-int8", "value": 2.1, "target": ">= 1.8", "met": True}
+    assert t["query_p50_ratio"]["variant"] == "torch-bf16" and t["query_p50_ratio"]["met"] is True
+    speed = t["rerank_stage_speedup"]  # bf16 budget128 is fastest but its ranking fails the guard
+    assert speed["variant"] == "onnx-int8 budget128" and speed["value"] == pytest.approx(1 / 0.3) and speed["met"]
+    ndcg = t["rerank_ndcg10_delta"]
+    assert ndcg["value"] == pytest.approx(-0.01) and ndcg["met"] is False and ndcg["questions"] == 8

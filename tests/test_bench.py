@@ -48,7 +48,8 @@ def tiny_result(tmp_path_factory, minilm_path, evaldata):
     cfg = bench.BenchConfig(sizes=[300], ingest_max_kb=1, ingest_max_chars=2000, query_pad_to=120,
                             hybrid_queries=3, rerank_queries=2, cranfield_queries=3, cranfield_rerank_queries=2,
                             cranfield_docs=12, baseline_scale_size=300, baseline_scale_queries=2, scale_queries=4,
-                            scale_unoptimized_queries=2, local_mode_queries=2, quick=True)
+                            scale_unoptimized_queries=2, local_mode_queries=2, recall_queries=3,
+                            search_sweep=[{"hnsw_ef": 32}], sweep_queries=2, quick=True)
     return bench.run_bench(settings, cfg, progress=lambda _m: None, workdir=tmp / "work")
 
 
@@ -96,6 +97,11 @@ def test_bench_reports_every_part_with_positive_figures(tiny_result):
         for leg in ("bm25_ms", "dense_ms", "hybrid_ms", "hybrid_unfiltered_ms"):
             assert _positive(row[leg]["p50"]), (row["store"], leg)
     assert _positive(edge["disk_mb"])
+    # the dense index as configured and read back, recall against exact search, the payloads-last path
+    assert edge["index"] == {"quantization": "scalar", "hnsw_m": 16, "hnsw_ef_construct": 100, "hnsw_payload_m": None}
+    assert 0.9 <= edge["dense_recall"]["recall_at_10"] <= 1  # 300 points: scanned, so exact
+    assert _positive(edge["hybrid_all_payloads_ms"]["p50"]) and _positive(edge["exact_ms"]["p50"])
+    assert edge["restricted_acl"]["acorn_on"]["queries"] == 3 and edge["search_sweep"][0]["change"] == {"hnsw_ef": 32}
     assert set(r["targets"]) == {"ingest_ratio_to_model_bound", "rerank_non_inference_share",
                                  "ndcg_vs_langchain_hybrid", "ndcg_vs_langchain_rerank",
                                  "p50_speedup_vs_langchain_hybrid", "p50_speedup_vs_langchain_rerank",
@@ -230,3 +236,64 @@ def test_backends_part_quick_reports_ratios_to_fp32(tmp_path, minilm_path, evald
         assert row[key] == src[key]
     md = render_markdown(r)
     assert "## 6. Model backends" in md and "| onnx-int8 |" in md
+
+
+def test_synthetic_bm25_gives_the_encoders_own_vectors():
+    from evals.bench.data import SyntheticBM25
+    from rag.lexical import BM25Encoder
+
+    vocab = bench.Vocabulary(["The wings of the aircraft were running faster than 42 studies of running flows",
+                              "a flow of fluid; the fluids' running flows"])
+    encoder = BM25Encoder(avg_doc_len=12.0)
+    fast = SyntheticBM25(encoder)
+    texts = vocab.sample_texts(50, np.random.default_rng(3), mean_words=20, min_words=1, max_words=40) + ["", "the of a"]
+    for text in texts:
+        assert fast.encode_document(text) == encoder.encode_document(text), text
+    with pytest.raises(ValueError, match="not one token"):
+        fast.encode_document("wing-flow")
+
+
+def test_topic_vectors_have_neighbours_random_ones_do_not():
+    from evals.bench.data import vector_sampler
+
+    rng = np.random.default_rng(0)
+    nearest = {}
+    for kind in ("topics", "random"):
+        sample = vector_sampler(kind, 384, rng)
+        corpus, queries = sample(3000, rng), sample(20, rng)
+        assert np.allclose(np.linalg.norm(corpus, axis=1), 1.0, atol=1e-5)
+        nearest[kind] = float(np.sort(queries @ corpus.T, axis=1)[:, -1].mean())
+    assert nearest["topics"] > 0.45 and 0 < nearest["random"] < 0.3
+    with pytest.raises(ConfigError, match="topics or random"):
+        vector_sampler("gaussian", 8, rng)
+
+
+def test_recall_against_exact_search_and_restricted_acl(tmp_path):
+    from evals.bench.data import RESTRICTED_LABEL, SyntheticCorpus, collection_info, fill_store
+    from evals.bench.parts import QuerySet, dense_recall, exact_top, restricted_recall
+    from rag.config import Settings
+    from rag.lexical import BM25Encoder
+    from rag.models import SearchFilter
+    from rag.store import EdgeStore
+
+    rng = np.random.default_rng(1)
+    vocab = bench.Vocabulary(["wing lift drag plate flow shock boundary layer transition"])
+    vecs = bench.random_unit_vectors(400, 16, rng)
+    corpus = SyntheticCorpus(vocab.sample_texts(400, rng, mean_words=8, min_words=3, max_words=12), vecs)
+    encoder = BM25Encoder(avg_doc_len=8.0)
+    store = EdgeStore(tmp_path, "bench")
+    store.create(collection_info("bench", "mini", 16, Settings(), 8.0))
+    fill_store(store, corpus, encoder)
+    # one synthetic file in 20 (20 chunks each) carries the restricted label as well as "public"
+    assert store.count(SearchFilter(acl=[RESTRICTED_LABEL])) == 20
+    queries = QuerySet([v.tolist() for v in vecs[:5]], [encoder.encode_query("wing lift")] * 5)
+    truth, exact_ms = exact_top(store, queries, 5)
+    assert all(len(t) == 10 for t in truth) and exact_ms["n"] == 5
+    assert all(str(i) for i in truth[0])
+    assert dense_recall(store, queries, 20, truth)["recall_at_10"] == 1.0  # 400 points: scanned exactly
+    wrong = [set(list(t)[:5]) | {"not-a-real-id-%d" % k for k in range(5)} for t in truth]
+    assert dense_recall(store, queries, 20, wrong)["recall_at_10"] == 0.5
+    restricted = restricted_recall(store, queries, 20, 3, lambda _m: None)
+    assert restricted["acorn_on"]["recall_at_10"] == restricted["acorn_off"]["recall_at_10"] == 1.0
+    assert store.index.acorn  # restored after measuring with ACORN off
+    store.close()

@@ -1,7 +1,8 @@
-"""Durable ingest jobs (ingest/jobs.py): states, per-file progress, cancel between files, crash re-queue, CLI.
+"""Durable ingest jobs (ingest/jobs.py): one sync per job with per-file progress, cancel between files,
+crash re-queue, CLI.
 
-The writer is driven with a recording ingest function on real files, so these run in milliseconds;
-the real pipeline behind the queue is exercised by tests/test_server.py.
+The writer runs the real sync (MiniLM, Qdrant Edge) over small text files; the queue-only behaviours
+(claiming, leases, the CLI) need no model.
 """
 
 from __future__ import annotations
@@ -10,108 +11,171 @@ import json
 import subprocess
 import sys
 import threading
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from ingest.jobs import JobQueue, JobRunner, jobs_db_path
+import ingest.sync
+from ingest.jobs import JobQueue, JobRunner, format_job_line, jobs_db_path
+from ingest.progress import IngestMonitor, SyncProgress
+from ingest.sync import ingest_paths, read_manifest
 from rag.access import Caller, Role
 from rag.errors import RagError
+from rag.store import open_store
 from tests.conftest import REPO_ROOT
 
 EDITOR = Caller("ed", ("public",), Role.EDITOR)
+TOPICS = ["alpine glaciers", "coral reefs", "desert dunes", "river deltas"]
 
 
-@dataclass
-class _Outcome:
-    path: str
-    status: str
-    chunks: int = 1
-    reason: str = ""
-
-
-@dataclass
-class _Report:
-    files: list = field(default_factory=list)
-    chunks_added: int = 0
-    chunks_removed: int = 0
-    timings_s: dict = field(default_factory=dict)
-
-
-class Recorder:
-    """An ingest function that records calls; can block on a file, fail a file."""
-
-    def __init__(self, fail: str | None = None, gate: threading.Event | None = None) -> None:
-        self.calls: list[list[str]] = []
-        self.fail = fail
-        self.gate = gate
-        self.started = threading.Event()
-
-    def __call__(self, collection: str, paths: list[str], acl, caller: Caller) -> _Report:
-        self.calls.append(list(paths))
-        self.started.set()
-        if self.gate is not None:
-            self.gate.wait(10)
-        if len(paths) == 1 and Path(paths[0]).is_file():
-            if self.fail and paths[0].endswith(self.fail):
-                raise RagError(f"{paths[0]}: cannot parse")
-            return _Report(files=[_Outcome(paths[0], "indexed", 2)], chunks_added=2, timings_s={"embed": 0.01})
-        return _Report()
+def _write(folder: Path, version: int = 1) -> None:
+    for i, topic in enumerate(TOPICS):
+        body = "\n\n".join(f"Version {version} of the notes on {topic}, part {k}: the survey of {topic} counted "
+                            f"{k * 7 + version} sites and measured erosion, temperature and sediment." for k in range(6))
+        (folder / f"f{i}.txt").write_text(body + "\n", encoding="utf-8")
 
 
 @pytest.fixture()
 def folder(tmp_path) -> Path:
     docs = tmp_path / "docs"
     docs.mkdir()
-    for i in range(4):
-        (docs / f"f{i}.txt").write_text(f"file {i}", encoding="utf-8")
+    _write(docs)
     return docs
 
 
-def test_job_runs_file_by_file_with_progress_and_errors(tmp_path, folder):
+class Writer:
+    """The server's ingest function over a real store (what ServerState.run_ingest does, minus access checks),
+    recording calls and, through `watch`, what the monitor saw and what the job row said meanwhile."""
+
+    def __init__(self, settings: Any, embedder: Any, queue: JobQueue | None = None) -> None:
+        # In-process, as `ingest_priority = "normal"` runs jobs: the sync's own threads, which these tests
+        # watch and gate (the low-priority worker process of "background" is tested in its own module).
+        self.settings = settings.replace(ingest_priority="normal")
+        self.store = open_store(settings)
+        self.embedder = embedder
+        self.queue = queue
+        self.calls: list[list[str]] = []
+        self.snapshots: list[SyncProgress] = []
+        self.rows: list[dict[str, Any]] = []
+        self.cancel_seen = threading.Event()
+
+    def __call__(self, collection: str, paths: list[str], acl, caller: Caller, monitor: IngestMonitor) -> Any:
+        self.calls.append(list(paths))
+        writer = self
+
+        class Watch(IngestMonitor):
+            def progress(self, snapshot: SyncProgress) -> None:
+                monitor.progress(snapshot)
+                writer.snapshots.append(snapshot)
+                if writer.queue is not None and monitor.job is not None:
+                    job = writer.queue.get(monitor.job.id)
+                    writer.rows.append({**job.to_dict(), "line": format_job_line(job)})
+
+            def cancelled(self) -> bool:
+                if monitor.cancelled():
+                    writer.cancel_seen.set()
+                    return True
+                return False
+
+            def close(self, snapshot: SyncProgress) -> None:
+                monitor.close(snapshot)
+
+        return ingest_paths(paths, self.settings, self.store, self.embedder, acl=acl, progress=False, monitor=Watch())
+
+
+def test_a_job_is_one_sync_with_per_file_stage_progress_and_errors(tmp_path, folder, settings, embedder,
+                                                                   monkeypatch):
+    (folder / "empty.txt").write_text("", encoding="utf-8")
     queue = JobQueue(jobs_db_path(tmp_path / "state"))
-    ingest = Recorder(fail="f2.txt")
-    runner = JobRunner(queue, ingest, idle_poll_s=0.05)
+    writer = Writer(settings, embedder, queue)
+    manifests, optimizes = [], []
+    real_manifest, real_optimize = ingest.sync.read_manifest, writer.store.optimize
+    monkeypatch.setattr(ingest.sync, "read_manifest", lambda store: manifests.append(1) or real_manifest(store))
+    monkeypatch.setattr(writer.store, "optimize", lambda: optimizes.append(1) or real_optimize())
+    runner = JobRunner(queue, writer, idle_poll_s=0.05)
     runner.start()
     try:
         job = queue.submit("c", [str(folder)], EDITOR, acl=["public"])
         assert job.state == "queued"
-        done = queue.wait(job.id, timeout=10)
+        done = queue.wait(job.id, timeout=120)
     finally:
         runner.stop()
-    assert done.state == "done"
-    assert done.files_total == 4 and done.files_done == 4 and done.chunks_added == 6
-    assert [e["file"] for e in done.errors] == [str(folder / "f2.txt")]
+    assert done.state == "done", done.message
+    assert done.files_total == 5 and done.files_done == 5 and done.chunks_added == writer.store.count() > 0
+    assert [e["file"] for e in done.errors] == [str(folder / "empty.txt")] and "empty" in done.errors[0]["reason"]
     assert {f["status"] for f in done.files} == {"indexed", "failed"}
-    assert done.timings_s["total"] > 0 and done.started_at and done.finished_at
-    # Each file is its own sync, then one sync of the folder removes files deleted from it.
-    assert ingest.calls[:4] == [[str(folder / f"f{i}.txt")] for i in range(4)]
-    assert ingest.calls[4] == [str(folder.resolve())]
+    assert done.timings_s["total"] > 0 and done.timings_s["embed"] > 0 and done.started_at and done.finished_at
+    # One sync for the whole job: the manifest read once, the store optimized once (not once per file).
+    assert writer.calls == [[str(folder)]] and len(manifests) == 1 and len(optimizes) == 1
+    # The sync reported each file's stage and its chunks done of total, and the job row (the API's and
+    # `rag jobs`'s view) carried them while it ran.
+    embedding = [s.current for s in writer.snapshots if s.current and s.current.stage == "embed"]
+    assert embedding and all(c.unit == "chunk" and 0 <= c.done <= c.total for c in embedding)
+    assert any(c.done > 0 for c in embedding)
+    chunks_done = [s.chunks_done for s in writer.snapshots]
+    assert chunks_done == sorted(chunks_done) and chunks_done[-1] == done.chunks_added
+    running = [r for r in writer.rows if r["state"] == "running" and (r["progress"] or {}).get("current")]
+    assert running, "the job row never showed a file in flight"
+    shown = running[-1]
+    assert shown["stage"] in ("parse", "parsed", "embed", "write") and shown["current_file"].startswith(str(folder))
+    assert shown["progress"]["current"]["stage"] == shown["stage"] and f"{Path(shown['current_file']).name}: " in shown["line"]
+    assert done.progress["files_done"] == done.progress["files_total"] == 5 and done.progress["active"] == []
+    assert json.loads(json.dumps(done.to_dict()))["progress"]["chunks_done"] == done.chunks_added
 
 
-def test_cancel_queued_and_running_jobs(tmp_path, folder):
+def test_cancel_leaves_every_file_fully_old_or_fully_new(tmp_path, folder, settings, embedder, monkeypatch):
+    """Cancel while the third file is being parsed: the two written files are new, the other two old."""
+    writer = Writer(settings, embedder)
+    ingest_paths([folder], settings, writer.store, embedder, progress=False)
+    old = {path: entry.complete_hash() for path, entry in read_manifest(writer.store).items()}
+    _write(folder, version=2)
+    gate, reached = threading.Event(), threading.Event()
+    real_parse = ingest.sync.parse_file
+
+    def parse_file(path, settings):  # the third file's parse waits until the test lets it go
+        if Path(path).name == "f2.txt":
+            reached.set()
+            assert gate.wait(60)
+        return real_parse(path, settings)
+
+    monkeypatch.setattr(ingest.sync, "parse_file", parse_file)
     queue = JobQueue(jobs_db_path(tmp_path / "state"))
-    gate = threading.Event()
-    ingest = Recorder(gate=gate)
-    runner = JobRunner(queue, ingest, idle_poll_s=0.05)
+    runner = JobRunner(queue, writer, idle_poll_s=0.05)
     runner.start()
     try:
         first = queue.submit("c", [str(folder)], EDITOR)
         second = queue.submit("c", [str(folder)], EDITOR)
-        assert ingest.started.wait(5)
+        assert reached.wait(60)
         assert queue.cancel(second.id).state == "cancelled"  # queued: cancelled at once
-        assert queue.cancel(first.id).state == "running"  # running: stops after the current file
+        _wait_for(lambda: queue.get(first.id).files_done == 2)  # f0 and f1 written meanwhile
+        assert queue.cancel(first.id).state == "running"  # running: stops after the files written so far
+        assert writer.cancel_seen.wait(10)  # the sync saw it while waiting for the parse
         gate.set()
-        final = queue.wait(first.id, timeout=10)
+        final = queue.wait(first.id, timeout=60)
     finally:
+        gate.set()
         runner.stop()
-    assert final.state == "cancelled" and final.files_done == 1 and "after 1 of 4" in final.message
-    assert len(ingest.calls) == 1  # no file after the cancel, no folder cleanup
-    assert queue.get(second.id).state == "cancelled"
+    assert final.state == "cancelled" and final.files_done == 2 and "after 2 of 4" in final.message
+    assert queue.get(second.id).state == "cancelled" and len(writer.calls) == 1
+    now = read_manifest(writer.store)
+    for path, entry in now.items():  # exactly one complete version of every file ...
+        assert entry.complete_hash() is not None, path
+    new = {p for p in now if now[p].complete_hash() != old[p]}
+    assert {Path(p).name for p in new} == {"f0.txt", "f1.txt"}  # ... new where written, old elsewhere
 
 
-def test_running_job_left_by_a_crash_is_requeued_and_rerun(tmp_path, folder):
+def _wait_for(condition, timeout: float = 60.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.05)
+
+
+def test_running_job_left_by_a_crash_is_requeued_and_rerun(tmp_path, folder, settings, embedder):
     path = jobs_db_path(tmp_path / "state")
     queue = JobQueue(path)
     job = queue.submit("c", [str(folder)], EDITOR)
@@ -121,14 +185,15 @@ def test_running_job_left_by_a_crash_is_requeued_and_rerun(tmp_path, folder):
     _writer_process_died(path)
 
     restarted = JobQueue(path)
-    ingest = Recorder()
-    runner = JobRunner(restarted, ingest, idle_poll_s=0.05)
+    writer = Writer(settings, embedder)
+    runner = JobRunner(restarted, writer, idle_poll_s=0.05)
     runner.start()
     try:
-        final = restarted.wait(job.id, timeout=10)
+        final = restarted.wait(job.id, timeout=120)
     finally:
         runner.stop()
     assert final.state == "done" and final.attempts == 2 and final.files_done == 4
+    assert sum(f["status"] == "indexed" for f in final.files) == 4
 
 
 def _writer_process_died(path: Path) -> None:
@@ -170,7 +235,11 @@ def test_replicas_sharing_a_queue_never_write_one_collection_at_once(tmp_path):
 
 def test_a_job_over_missing_paths_fails_with_a_reason(tmp_path):
     queue = JobQueue(jobs_db_path(tmp_path / "state"))
-    runner = JobRunner(queue, Recorder(), idle_poll_s=0.05)
+
+    def never(*_args: Any, **_kwargs: Any) -> None:
+        raise AssertionError("nothing to ingest")
+
+    runner = JobRunner(queue, never, idle_poll_s=0.05)
     runner.start()
     try:
         job = queue.submit("c", [str(tmp_path / "gone")], EDITOR)

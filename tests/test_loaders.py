@@ -336,6 +336,27 @@ def test_every_tiff_frame_is_a_page(tmp_path):
 
 
 @needs_tesseract
+def test_ocr_reports_pages_done_of_total_to_a_hook_and_a_hook_can_defer_the_file(tmp_path):
+    path = tmp_path / "two-pages.tiff"
+    first = _text_page_image(["Page one lists the lighthouse."], (1500, 260))
+    first.save(path, save_all=True, append_images=[_text_page_image(["Page two lists the ferry."], (1500, 260))])
+    seen: list[tuple[str, int, int]] = []
+    with ocr.watch_ocr_pages(lambda p, done, total: seen.append((p.name, done, total))):
+        doc = parse_file(path, _settings())
+    assert seen == [("two-pages.tiff", 0, 2), ("two-pages.tiff", 1, 2), ("two-pages.tiff", 2, 2)]
+    assert doc.page_count == 2
+
+    def defer(p, done, total):
+        raise ocr.OCRDeferred(p, f"{total} page(s) need OCR")
+
+    with ocr.watch_ocr_pages(defer), pytest.raises(ocr.OCRDeferred, match="2 page"):
+        parse_file(path, _settings())  # before any page is read: the sync's OCR worker takes the file
+    seen.clear()
+    parse_file(path, _settings())  # outside the block no hook runs
+    assert seen == []
+
+
+@needs_tesseract
 def test_huge_image_canvas_is_refused_before_ocr(tmp_path):
     from PIL import Image
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -301,3 +302,187 @@ def test_rag_tune_reader_cli_needs_a_dataset_and_an_output(tmp_path, capsys):
     assert "--train" in capsys.readouterr().err
     assert main(["tune", "--reader", "--train", str(tmp_path)]) != 0
     assert "--out" in capsys.readouterr().err
+
+
+# --- the gate can ask the reader (reader_gate) ----------------------------------------------------
+
+
+@pytest.mark.slow  # needs tiny_reader (~45 s of training)
+def test_reader_gate_skips_the_llm_only_when_the_reader_finds_no_answer(tiny_reader, indexed_docs, embedder,
+                                                                         fake_llm):
+    from rag.answering import make_answerer
+    from rag.answering.reader import ReaderGate
+    from rag.answering.evidence import select_evidence
+    from rag.pipeline import Pipeline
+    from tests.fake_llm_server import Reply
+
+    out, _ = tiny_reader
+    base = indexed_docs.settings.replace(  # the session's fake-memo store, only read here
+        llm_provider="openai", llm_base_url=fake_llm.base_url, llm_model="fake", llm_max_retries=0,
+        rerank_model="none", evidence_min_score=-1000.0, reader_model=str(out), reader_gate="on")
+    questions = ["How many laptops were delivered?", "Which composer wrote the opera about the moon?"]
+
+    def ask(settings: Settings, question: str):
+        pipeline = Pipeline(settings, embedder=embedder)  # one store user at a time: open, ask, close
+        try:
+            return pipeline.ask(question, mode="hybrid")
+        finally:
+            pipeline.close()
+
+    # The tiny reader's own verdicts on the evidence the pipeline gives it: the gate margin goes between them,
+    # so one question must be gated and the other must reach the LLM.
+    gate = make_answerer(base, embedder)
+    assert isinstance(gate, ReaderGate)
+    pipeline = Pipeline(base, embedder=embedder)
+    try:
+        gaps = []
+        for q in questions:
+            hits = pipeline.search(q, mode="hybrid", k=max(base.top_k, base.evidence_max_passages)).hits
+            gaps.append(gate.gap(q, select_evidence(hits, base, embedder.count_tokens)))
+    finally:
+        pipeline.close()
+    assert gaps[0] != gaps[1]
+    low, high = sorted(range(2), key=lambda i: gaps[i])
+    gated_settings = base.replace(reader_gate_margin=(gaps[0] + gaps[1]) / 2)
+    fake_llm.responder = lambda body: "Two hundred laptops were delivered [1]."
+
+    gated = ask(gated_settings, questions[low])
+    assert gated.abstained and gated.provider == "reader-gate" and gated.citations == []
+    assert gated.evidence and "reader_gate" in gated.timings_ms
+    assert fake_llm.requests == []  # the LLM was not called
+
+    answered = ask(gated_settings, questions[high])
+    assert len(fake_llm.requests) == 1 and questions[high] in json.dumps(fake_llm.requests[0])
+    assert answered.provider == "openai" and not answered.abstained
+    assert "reader_gate" in answered.timings_ms
+
+    # Off (the default): every question reaches the LLM, whatever the reader would say.
+    assert ask(base.replace(reader_gate="off", reader_gate_margin=1e9), questions[low]).provider == "openai"
+    assert len(fake_llm.requests) == 2
+
+
+def test_reader_gate_setting_is_validated_and_falls_back_without_a_reader(tmp_path, caplog):
+    from rag.answering import make_answerer
+    from rag.answering.llm import LLMAnswerer
+    from rag.config import load_settings
+    from rag.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="reader_gate"):
+        load_settings(config_file=_toml(tmp_path, 'reader_gate = "maybe"'))
+    llm = dict(llm_provider="openai", llm_base_url="http://127.0.0.1:9/v1", llm_model="fake")
+    assert isinstance(make_answerer(Settings(**llm)), LLMAnswerer)  # off by default
+    with caplog.at_level(logging.WARNING, logger="rag.answering.reader"):
+        plain = make_answerer(Settings(**llm, reader_gate="on", reader_model=str(tmp_path / "missing")))
+    assert isinstance(plain, LLMAnswerer)  # no reader: no gate, the LLM answers as before
+    assert any("reader_gate" in r.getMessage() for r in caplog.records)
+
+
+def _toml(tmp_path, line: str):
+    path = tmp_path / "rag.toml"
+    path.write_text(line + "\n", encoding="utf-8")
+    return path
+
+
+def test_distractor_paragraphs_are_same_article_wrong_passages(evaldata):
+    from rag.tuning.reader import distractor_paragraph
+
+    paragraphs = ["The Normans were a people in France.", "Rollo led the Normans to Normandy in 911.",
+                  "Normans in Italy fought Byzantine armies.", "The weather in France is mild."]
+    row = {"id": "q", "question": "Who led the Normans to Normandy?", "answers": ["Rollo"], "is_impossible": False,
+           "paragraph_index": 0, "paragraph": paragraphs[0]}
+    # Paragraph 1 shares most words but holds the gold answer: never a distractor (it would be a false negative).
+    assert distractor_paragraph(row, paragraphs) == paragraphs[2]
+    assert distractor_paragraph({**row, "paragraph_index": 2, "paragraph": paragraphs[2]}, paragraphs) == paragraphs[0]
+    assert distractor_paragraph(row, paragraphs[:2]) is None
+
+    rows = load_reader_questions(evaldata / "squad", limit=40, seed=5)
+    examples, _ = build_examples(rows, evaldata / "squad" / "docs", distractor_share=1.0)
+    distractors = [e for e in examples if e.id.endswith("#distractor")]
+    assert len(distractors) == len(rows)  # every SQuAD article has other paragraphs
+    by_id = {str(r["id"]): r for r in rows}
+    for ex in distractors:
+        row = by_id[ex.id.removesuffix("#distractor")]
+        assert ex.answer_start is None and ex.context != row["paragraph"]
+        assert ex.context in (evaldata / "squad" / "docs" / row["doc"]).read_text(encoding="utf-8")
+        assert not any(a.lower() in ex.context.lower() for a in row["answers"])
+    assert not [e for e in build_examples(rows, evaldata / "squad" / "docs")[0] if e.id.endswith("#distractor")]
+
+
+# --- `rag eval answers`: rates and the curve over the no-answer threshold ---------------------------
+
+
+def test_answer_rates_and_threshold_curve_hand_computed():
+    from evals.answers_eval import answer_rates, threshold_curve, threshold_for_answer_rate
+
+    imp = [False, False, False, True, True]
+    golds = [["Neil Armstrong"], ["blue"], ["1969"], [], []]
+    scores = [5.0, 1.0, None, 3.0, -2.0]
+    preds = ["Neil Armstrong", "the blue sky", "", "red", "green"]
+    rates = answer_rates(imp, golds, [True, True, False, True, False], preds)
+    # F1: 1, 2/3 ("blue sky" vs "blue" after normalization: p=1/2, r=1), 0 (abstained) -> mean
+    assert rates["f1"] == round((1 + 2 / 3 + 0) / 3, 4) and rates["em"] == round(1 / 3, 4)
+    assert rates["f1_answered"] == round((1 + 2 / 3) / 2, 4) and rates["answer_rate_answerable"] == round(2 / 3, 4)
+    assert rates["abstain_rate_unanswerable"] == 0.5
+    # Abstentions: q3 (answerable, wrong) and q5 (right): precision 1/2, recall 1/2.
+    assert rates["abstention_precision"] == 0.5 and rates["abstention_recall"] == 0.5
+
+    curve = threshold_curve(scores, preds, imp, golds, [-10.0, 2.0, 4.0, 10.0])
+    assert [c["answer_rate_answerable"] for c in curve] == [round(2 / 3, 4), round(1 / 3, 4), round(1 / 3, 4), 0.0]
+    assert [c["abstain_rate_unanswerable"] for c in curve] == [0.0, 0.5, 1.0, 1.0]
+    # At -10 everything with a score answers: the answerable figures are as above, q5 now answers too.
+    assert curve[0]["f1"] == rates["f1"] and curve[0]["threshold"] == -10.0
+    assert curve[0]["abstention_precision"] == 0.0 and curve[0]["abstention_recall"] == 0.0
+    # 0.6 of 3 answerable -> 2 answered: the second-highest answerable score; 0.7 -> 3 needs a score for q3.
+    assert threshold_for_answer_rate(scores, imp, 0.6) == 1.0
+    assert threshold_for_answer_rate(scores, imp, 0.7) is None
+
+
+@pytest.fixture()
+def squad_mini(tmp_path, evaldata) -> Path:
+    """A small real doc-QA set: one SQuAD article cut to the paragraphs of eight of its eval questions."""
+    rows = [json.loads(line) for line in (evaldata / "squad" / "questions.jsonl").read_text(encoding="utf-8")
+            .splitlines() if line]
+    doc = next(r["doc"] for r in rows if r["is_impossible"])
+    mine = [r for r in rows if r["doc"] == doc]
+    picked = [r for r in mine if r["is_impossible"]][:3] + [r for r in mine if not r["is_impossible"]][:5]
+    paragraphs = list(dict.fromkeys(r["paragraph"] for r in picked))
+    root = tmp_path / "squad-mini"
+    (root / "docs").mkdir(parents=True)
+    (root / "docs" / doc).write_text(f"# {picked[0]['title']}\n\n" + "\n\n".join(paragraphs) + "\n", encoding="utf-8")
+    with (root / "questions.jsonl").open("w", encoding="utf-8") as fh:
+        for r in picked:
+            fh.write(json.dumps({**r, "paragraph_index": paragraphs.index(r["paragraph"])}) + "\n")
+    return root
+
+
+@pytest.mark.slow  # needs tiny_reader, ingests one article and asks eight questions
+def test_eval_answers_reports_rates_and_the_no_answer_curve(tiny_reader, squad_mini, make_settings, embedder,
+                                                            tmp_path):
+    from evals.answers_eval import NO_ANSWER_MARGINS, run_answers
+
+    out, _ = tiny_reader
+    settings = make_settings(tmp_path, reader_model=str(out), rerank_model="none", mode="hybrid",
+                             reader_no_answer_margin=0.0)
+    results = run_answers(squad_mini, settings, out=tmp_path / "answers", progress=False, embedder=embedder)
+    answers = results["answers"]
+    m = answers["metrics"]
+    assert m["questions"] == 8 and m["answerable"] == 5 and m["unanswerable"] == 3
+    for key in ("exact_match", "token_f1", "answer_contains_gold", "answer_rate", "answer_rate_answerable",
+                "abstain_rate_unanswerable", "abstention_precision", "abstention_recall", "abstention_f1"):
+        assert key in m
+    assert m["answer_rate"] == m["answered"] / 8
+    assert m["citation_validity"] in (None, 1.0)
+    rows = [json.loads(line) for line in (tmp_path / "answers" / "answers.partial.jsonl").read_text().splitlines()]
+    assert {r["provider"] for r in rows} == {"reader"}
+    for r in rows:  # the stored verdict is the one the answer was made from (margin 0)
+        if r["reader_gap"] is None or r["reader_gap"] < 0.0:
+            assert r["abstained"]
+        else:
+            assert r["reader_span"]
+    curve = answers["threshold_curve"]
+    assert [c["threshold"] for c in curve] == NO_ANSWER_MARGINS
+    rates = [c["answer_rate_answerable"] for c in curve]
+    assert rates == sorted(rates, reverse=True)  # a higher margin never answers more
+    abstain = [c["abstain_rate_unanswerable"] for c in curve]
+    assert abstain == sorted(abstain)
+    assert "at_target_answer_rate" not in answers or answers["at_target_answer_rate"]["answer_rate_answerable"] >= 0.7

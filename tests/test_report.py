@@ -95,3 +95,53 @@ def test_compare_prints_deltas(tmp_path: Path):
 def test_load_results_missing_folder(tmp_path: Path):
     with pytest.raises(RagError, match="results.json not found"):
         load_results(tmp_path)
+
+
+# --- issue 17: the Eval tab said `llm_model: gpt-4o-mini` for extractive runs ----------------------------------
+
+def _answers_results(settings) -> dict:
+    return {"kind": "answers", "dataset": {"name": "tiny", "path": "/data/tiny", "hash": "abc"},
+            "config": {**settings.public_dict(), "answerer": "llm" if settings.llm_enabled else "extractive"},
+            "answers": {"metrics": {"exact_match": 0.5, "answered": 1}}}
+
+
+@pytest.mark.parametrize("settings_changes,provider,expected", [
+    ({"llm_provider": "extractive", "reader_model": "/models/minilm-squad2"}, "reader",
+     "answerer: reader /models/minilm-squad2"),
+    ({"llm_provider": "extractive", "reader_model": "/models/minilm-squad2"}, "extractive",  # reader failed to load
+     "answerer: extractive (sentence answerer)"),
+    ({"llm_provider": "openai", "llm_base_url": "http://127.0.0.1:9/v1", "llm_model": "gpt-4o"}, "openai",
+     "answerer: LLM gpt-4o"),
+])
+def test_eval_tab_shows_the_answerer_a_run_actually_used(tmp_path, settings_changes, provider, expected):
+    from evals.runs import write_results
+    from rag.config import Settings
+    from ui.eval_reports import load_eval_folder
+
+    settings = Settings(state_dir=str(tmp_path / "state"), **settings_changes)
+    rows = [{"id": "q1", "question": "Who?", "provider": provider, "abstained": False}]
+    write_results(_answers_results(settings), rows, tmp_path / "run", settings, "answers")
+    markdown, _plots, data = load_eval_folder(str(tmp_path / "run"), [tmp_path], settings)
+    assert expected in markdown
+    assert data["config"]["answerer"] == {"reader": "reader", "extractive": "extractive", "openai": "llm"}[provider]
+    if provider != "openai":
+        assert "gpt-4o-mini" not in markdown and "llm_model" not in data["config"]
+
+
+def test_eval_tab_corrects_an_older_extractive_report(tmp_path):
+    """Runs written before the fix carry `- llm_model: gpt-4o-mini` in report.md and llm_model in results.json."""
+    from rag.config import Settings
+    from ui.eval_reports import load_eval_folder
+
+    run = tmp_path / "old"
+    run.mkdir()
+    (run / "report.md").write_text("# Eval report: answers on squad\n\n- embed_model: minilm\n"
+                                   "- llm_model: gpt-4o-mini\n\n## Answers\n")
+    (run / "results.json").write_text(json.dumps({"kind": "answers", "config": {
+        "llm_provider": "auto", "llm_base_url": None, "llm_model": "gpt-4o-mini", "answerer": "extractive"}}))
+    markdown, _plots, _data = load_eval_folder(str(run), [tmp_path], Settings())
+    assert "gpt-4o-mini" not in markdown
+    assert "- embed_model: minilm\n- answerer: extractive (sentence answerer)\n" in markdown
+    # a retrieval run answers nothing
+    (run / "results.json").write_text(json.dumps({"kind": "retrieval", "config": {"llm_model": "gpt-4o-mini"}}))
+    assert "- answerer: none (retrieval only)" in load_eval_folder(str(run), [tmp_path], Settings())[0]

@@ -299,3 +299,63 @@ def test_main_json_and_compare(beir_dir, tmp_path, eval_settings, embedder, caps
         runner.run_retrieval(beir_dir, settings, modes=["rerank"], out=tmp_path / "c", progress=False)
     with pytest.raises(DatasetError, match="BEIR"):
         runner.run_answers(beir_dir, settings, out=tmp_path / "d", progress=False)
+
+
+# Issue 17: `rag eval retrieval` on squad/conversations.jsonl searches each follow-up as `rag ask` would.
+CONVERSATION_DOCS = ("Private_school.md", "Construction.md", "Sky_United_Kingdom.md")
+CONVERSATION_IDS = ("57274d1cdd62a815002e9aae-fu", "57273d8bf1498d1400e8f4fe-fu", "57094ca7efce8f15003a7dd6-ts")
+
+
+@pytest.fixture()
+def conversations_file(tmp_path, evaldata) -> Path:
+    """Three real SQuAD articles (their first paragraphs and the gold ones, to keep the ingest short) and three rows
+    of squad/conversations.jsonl about them (two follow-ups whose pronoun stands for the article's topic, one
+    topic switch)."""
+    root = tmp_path / "tiny-conversations"
+    (root / "docs").mkdir(parents=True)
+    rows = {r["id"]: r for r in map(json.loads, (evaldata / "squad" / "conversations.jsonl").open(encoding="utf-8"))}
+    for name in CONVERSATION_DOCS:
+        title, *paragraphs = (evaldata / "squad" / "docs" / name).read_text(encoding="utf-8").split("\n\n")
+        gold = {rows[i]["paragraph_index"] for i in CONVERSATION_IDS if rows[i]["doc"] == name}
+        kept = [p for n, p in enumerate(paragraphs) if n < 4 or n in gold]
+        (root / "docs" / name).write_text("\n\n".join([title, *kept]), encoding="utf-8")
+    path = root / "conversations.jsonl"
+    path.write_text("".join(json.dumps(rows[i]) + "\n" for i in CONVERSATION_IDS), encoding="utf-8")
+    (root / "questions.jsonl").write_text("")  # the folder's own questions file is not the one evaluated
+    return path
+
+
+def test_retrieval_on_a_conversations_file_searches_the_condensed_query(conversations_file, tmp_path, eval_settings,
+                                                                         embedder):
+    settings = eval_settings.replace(rerank_model="none")
+    res = runner.run_retrieval(conversations_file, settings, modes=["hybrid"], out=tmp_path / "out",
+                               progress=False, embedder=embedder)
+    assert res["dataset"]["queries_evaluated"] == 3
+    assert res["config"]["collection"].startswith("eval_docqa-tiny-conversations-conversations_")
+    conv = res["dataset"]["conversation"]
+    assert conv == {"questions_with_history": 3, "rewritten": 2, "methods": {"none": 1, "rule": 2},
+                    "condenser": "rule"}
+    rows = {r["qid"]: r for r in map(json.loads, (tmp_path / "out" / "questions.jsonl").read_text().splitlines())}
+    irish, sectors, bskyb = (rows[i] for i in CONVERSATION_IDS)
+    # Follow-ups: the pronoun was resolved from the previous question before searching, and the row keeps both.
+    assert irish["question"] == "What is the Irish term for them?" and irish["query"] != irish["question"]
+    assert irish["rewrite"]["method"] == "rule" and irish["history"] == [
+        "What percentage of Filipino primary school students are in private schools?"]
+    assert sectors["question"] == "What are the three sectors of it?"
+    assert "construction" in sectors["query"].lower() and sectors["rewrite"]["rewritten"] is True
+    # The topic switch is searched as typed.
+    assert bskyb["query"] == bskyb["question"] and bskyb["rewrite"]["rewritten"] is False
+    assert any(h["relevant"] for h in sectors["hits"])  # the condensed query finds the gold paragraph
+    report_md = (tmp_path / "out" / "report.md").read_text()
+    assert "3 questions carry a conversation history" in report_md and "condensed query" in report_md
+
+
+def test_a_malformed_history_names_file_and_line(conversations_file):
+    from evals.datasets import load_doc_qa
+
+    lines = conversations_file.read_text().splitlines()
+    row = json.loads(lines[1])
+    row["history"] = "not a list"
+    conversations_file.write_text("\n".join([lines[0], json.dumps(row), lines[2]]) + "\n")
+    with pytest.raises(DatasetError, match=r"conversations\.jsonl:2: 'history' must be a list"):
+        load_doc_qa(conversations_file)

@@ -48,8 +48,6 @@ class Srv:
 
 @pytest.fixture(scope="module")
 def srv(evaldata, minilm_path, tmp_path_factory):
-    import uvicorn
-
     from rag.pipeline import Pipeline
     from rag.server.app import create_app
     from rag.server.run import forget_server, record_server
@@ -74,24 +72,45 @@ def srv(evaldata, minilm_path, tmp_path_factory):
         "revoked": state.keys.create("revoked", ["public", "secret"], "admin"),
     }
     state.keys.revoke("revoked")
-    app = create_app(state)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    url, stop = _run_uvicorn(create_app(state))
+    record_server(settings, url, ["srv"])
+    yield Srv(url=url, root=root, docs=docs, settings=settings, state=state, keys=keys,
+              secret_path=str((docs / "secret" / SECRET_FILE).resolve()),
+              public_path=str((docs / "public" / PUBLIC_FILE).resolve()))
+    forget_server(settings)
+    stop()
+    state.close()
+
+
+def _run_uvicorn(app) -> tuple[str, object]:
+    """Serve `app` with uvicorn on a free 127.0.0.1 port from a thread; returns (url, stop)."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 60
     while not server.started:
         assert time.monotonic() < deadline, "server did not start"
         time.sleep(0.05)
-    url = f"http://127.0.0.1:{port}"
-    record_server(settings, url, ["srv"])
-    yield Srv(url=url, root=root, docs=docs, settings=settings, state=state, keys=keys,
-              secret_path=str((docs / "secret" / SECRET_FILE).resolve()),
-              public_path=str((docs / "public" / PUBLIC_FILE).resolve()))
-    forget_server(settings)
-    server.should_exit = True
-    thread.join(30)
-    state.close()
+
+    def stop() -> None:
+        server.should_exit = True
+        thread.join(30)
+
+    return f"http://127.0.0.1:{server.config.port}", stop
+
+
+def _side_state(srv: Srv, **changes):
+    """A second ServerState over the module server's store and embedder (nothing re-indexed, no writer):
+    other settings (an LLM endpoint, an empty key store) on the same data."""
+    from rag.pipeline import Pipeline
+    from rag.server.state import ServerState
+
+    settings = srv.settings.replace(**changes)
+    primary = srv.state.pipelines["srv"]
+    pipeline = Pipeline(settings, store=primary.store, embedder=primary.embedder)
+    return ServerState.create(settings, pipeline=pipeline, start_writer=False)
 
 
 def _files(client: httpx.Client) -> list[str]:
@@ -474,6 +493,120 @@ def test_ui_is_mounted_with_key_sign_in(srv):
         # gradio's /login refuses (400 or 401): gradio_client raises ValueError (AuthenticationError on 401)
         with pytest.raises(ValueError, match="Could not login"):
             gradio_client.Client(f"{srv.url}/ui/", auth=(name, key), verbose=False)
+
+
+def test_ui_sign_in_follows_keys_created_and_revoked_while_the_server_runs(srv, tmp_path):
+    """No key: the UI is open on loopback only. A key created from another process (`rag keys create`)
+    closes it at once, open sessions included; a sign-in with the key works; revoking the last key
+    opens it again. No restart anywhere."""
+    import gradio_client
+
+    from rag.server.app import create_app
+    from rag.server.keys import KeyStore, keys_db_path
+
+    state = _side_state(srv, state_dir=str(tmp_path / "state"))
+    app = create_app(state, mount_mcp=False)
+    url, stop = _run_uvicorn(app)
+    question = "Who said Genoa and Lucca are family estates?"
+    try:
+        with httpx.Client(base_url=url, timeout=60, trust_env=False) as c:
+            assert c.get("/ui/config").status_code == 200  # no keys: the loopback operator's open UI
+            assert '"auth_required"' not in c.get("/ui/").text
+        operator = gradio_client.Client(f"{url}/ui/", verbose=False)
+        *_, answer = operator.predict(question, [], api_name="/chat")
+        assert answer and answer["citations"]
+
+        # Without keys, only this machine: the same request from another address is refused.
+        async def from_address(host: str) -> httpx.Response:
+            transport = httpx.ASGITransport(app=app, client=(host, 40000))
+            async with httpx.AsyncClient(transport=transport, base_url="http://rag.example") as ac:
+                return await ac.get("/ui/config")
+
+        remote = asyncio.run(from_address("192.168.1.20"))
+        assert remote.status_code == 401 and "rag keys create" in remote.json()["error"]["message"]
+        assert asyncio.run(from_address("127.0.0.1")).status_code == 200
+
+        other_process = KeyStore(keys_db_path(state.settings.state_dir))  # its own connection, as the CLI's
+        key = other_process.create("late", ["public"], "reader")
+        with httpx.Client(base_url=url, timeout=60, trust_env=False) as c:
+            assert c.get("/ui/config").status_code == 401
+            assert '"auth_required"' in c.get("/ui/").text  # the sign-in form
+        with pytest.raises(Exception, match="401|[Uu]nauthori|[Nn]ot authenticated|[Cc]ould not"):
+            operator.predict(question, [], api_name="/chat")  # the session opened before the key is closed
+        with pytest.raises(ValueError):
+            gradio_client.Client(f"{url}/ui/", verbose=False)
+        with pytest.raises(ValueError, match="Could not login"):
+            gradio_client.Client(f"{url}/ui/", auth=("late", "rag_wrong_key"), verbose=False)
+        signed_in = gradio_client.Client(f"{url}/ui/", auth=("late", key), verbose=False)
+        *_, answer = signed_in.predict(question, [], api_name="/chat")
+        assert answer and answer["citations"]
+
+        other_process.revoke("late")
+        with httpx.Client(base_url=url, timeout=60, trust_env=False) as c:
+            assert c.get("/ui/config").status_code == 200  # no active key left: open on loopback again
+    finally:
+        stop()
+
+
+# ------------------------------------------------------------------------ streams and disconnects
+@pytest.fixture()
+def llm_srv(srv, fake_llm, tmp_path):
+    """A server over the module server's data whose answers come from the fake LLM endpoint."""
+    from rag.server.app import create_app
+
+    state = _side_state(srv, state_dir=str(tmp_path / "state"), llm_provider="openai",
+                        llm_base_url=fake_llm.base_url, llm_model="fake-model", llm_max_retries=0,
+                        llm_timeout_s=30.0)
+    key = state.keys.create("reader", ["public"], "reader")
+    url, stop = _run_uvicorn(create_app(state, mount_ui=False, mount_mcp=False))
+    try:
+        yield url, key
+    finally:
+        stop()
+
+
+SLOW_WORDS = 80  # at 0.1 s a word: the LLM would stream for 8 s
+
+
+def _assert_llm_stream_closed_early(fake_llm, client_gone: float) -> None:
+    (log,) = fake_llm.streams
+    assert log.done.wait(10), "the LLM stream was still being read 10 s after the client left"
+    assert log.client_closed and log.chunks_written < log.chunks_total, log
+    assert log.ended - client_gone < 3.0, f"LLM stream closed {log.ended - client_gone:.1f} s after the client left"
+
+
+def test_streamed_ask_stops_generating_when_the_client_disconnects(llm_srv, fake_llm):
+    from tests.fake_llm_server import Reply
+
+    url, key = llm_srv
+    fake_llm.script(Reply("Anna Pavlovna said it [1]. " + "and more " * (SLOW_WORDS // 2), token_delay_s=0.1))
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=60, trust_env=False) as c:
+        with c.stream("POST", "/api/v1/ask", json={"question": "Who said Genoa and Lucca are family estates?",
+                                                   "stream": True}) as response:
+            assert response.status_code == 200
+            for line in response.iter_lines():
+                if line.startswith("event: token"):
+                    break  # the first token arrived: hang up
+        client_gone = time.monotonic()
+        _assert_llm_stream_closed_early(fake_llm, client_gone)
+        assert c.get("/api/v1/health").status_code == 200
+
+
+def test_openai_stream_stops_generating_when_the_client_closes_it(llm_srv, fake_llm):
+    import openai
+
+    from tests.fake_llm_server import Reply
+
+    url, key = llm_srv
+    fake_llm.script(Reply("Anna Pavlovna said it [1]. " + "and more " * (SLOW_WORDS // 2), token_delay_s=0.1))
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0)
+    stream = client.chat.completions.create(model="srv", stream=True, messages=[
+        {"role": "user", "content": "Who said Genoa and Lucca are family estates?"}])
+    for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            break
+    stream.close()
+    _assert_llm_stream_closed_early(fake_llm, time.monotonic())
 
 
 # ------------------------------------------------------------------- the CLI while the server runs

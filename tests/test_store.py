@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import subprocess
@@ -12,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from rag.config import Settings
 from rag.errors import ConfigError, ModelMismatchError, StoreError, StoreLockedError
 from rag.lexical import BM25Encoder, SparseVector
 from rag.models import Chunk, SearchFilter
@@ -20,6 +22,7 @@ from rag.store import (
     EdgeStore,
     ServerStore,
     StoredPoint,
+    VectorIndexConfig,
     dir_prefixes,
     open_store,
 )
@@ -418,3 +421,121 @@ def test_edge_and_server_rank_identically(evaldata, embedder, tmp_path):
 
 def point_from(chunk: Chunk, vec, enc: BM25Encoder) -> StoredPoint:
     return StoredPoint.from_chunk(chunk, vec, enc.encode_document(chunk.text))
+
+
+# -- the dense index: quantization, HNSW, ACORN, payloads last -----------------------------------------
+
+def _indexed_store(kind: str, tmp_path: Path, index: VectorIndexConfig, n: int = 1200, dim: int = 32):
+    """A store of `n` random points, every other one labelled "secret" (the rest "public"), optimized.
+
+    The engine thresholds are lowered so even these few points get an HNSW graph and quantized vectors
+    (by default both need megabytes of vectors), and filtered searches use the graph rather than a scan.
+    """
+    index = dataclasses.replace(index, full_scan_threshold_kb=1, indexing_threshold_kb=1)
+    if kind == "edge":
+        store = EdgeStore(tmp_path / "qdrant", "ix", index)
+    else:
+        store = ServerStore("ix", path=str(tmp_path / "qdrant-local"), index=index)
+    store.create(CollectionInfo(name="ix", embed_model="mini", dimension=dim, bm25_avg_doc_len=3.0))
+    rng = np.random.default_rng(5)
+    vecs = rng.standard_normal((n, dim)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    words = ["wing", "lift", "drag", "plate", "flow", "shock"]
+    store.upsert([point(make_chunk(0, f"{words[i % 6]} {words[(i // 6) % 6]} note", f"/docs/{i}.md",
+                                   acl=["secret"] if i % 2 else ["public"]), vecs[i].tolist())
+                  for i in range(n)])
+    store.optimize()
+    return store, vecs, rng
+
+
+@pytest.mark.parametrize("kind", ["edge", "server"])
+def test_index_settings_reach_the_collection_config(kind, tmp_path):
+    index = VectorIndexConfig(quantization="binary", hnsw_m=8, hnsw_ef_construct=40, hnsw_payload_m=0)
+    store = (EdgeStore(tmp_path / "q", "c", index) if kind == "edge"
+             else ServerStore("c", path=str(tmp_path / "local"), index=index))
+    store.create(CollectionInfo(name="c", embed_model="mini", dimension=4))
+    expected = {"quantization": "binary", "hnsw_m": 8, "hnsw_ef_construct": 40, "hnsw_payload_m": 0}
+    assert store.index_config() == expected
+    store.close()
+    # read back from what the engine persisted, by a store opened with other settings
+    again = (EdgeStore(tmp_path / "q", "c", VectorIndexConfig()) if kind == "edge"
+             else ServerStore("c", path=str(tmp_path / "local")))
+    assert again.index_config() == expected
+    again.close()
+
+
+def test_open_store_builds_collections_with_the_settings(settings):
+    store = open_store(settings.replace(dense_quantization="none", hnsw_m=24, hnsw_ef_construct=64, hnsw_ef=200,
+                                        acorn=False))
+    assert store.index == VectorIndexConfig(quantization="none", hnsw_m=24, hnsw_ef_construct=64, hnsw_ef=200,
+                                            acorn=False)
+    store.create(CollectionInfo(name="test", embed_model="mini", dimension=4))
+    assert store.index_config() == {"quantization": "none", "hnsw_m": 24, "hnsw_ef_construct": 64,
+                                    "hnsw_payload_m": None}
+    store.close()
+    default = open_store(settings.replace(collection="other"))
+    default.create(CollectionInfo(name="other", embed_model="mini", dimension=4))
+    assert default.index_config()["quantization"] == Settings().dense_quantization == "scalar"
+    default.close()
+
+
+def test_quantized_search_with_rescoring_equals_exact_search(tmp_path):
+    store, vecs, rng = _indexed_store("edge", tmp_path, VectorIndexConfig(quantization="scalar", rescore=True))
+    public = SearchFilter(acl=["public"])
+    for i in range(0, 40, 4):
+        query = (vecs[i] + 0.3 * rng.standard_normal(vecs.shape[1])).tolist()
+        approx, _ = store.search(query, None, public, 10)
+        exact, _ = store.search(query, None, public, 10, exact=True)
+        assert ids_of(approx) == ids_of(exact)
+        assert [h.score for h in approx] == pytest.approx([h.score for h in exact], abs=1e-5)
+    # The quantized vectors are really in use: without rescoring the scores are the int8 approximations.
+    store.index = dataclasses.replace(store.index, rescore=False)
+    coarse, _ = store.search(vecs[0].tolist(), None, public, 10)
+    exact, _ = store.search(vecs[0].tolist(), None, public, 10, exact=True)
+    assert max(abs(a.score - b.score) for a, b in zip(coarse, exact)) > 1e-4
+    store.close()
+
+
+@pytest.mark.parametrize("kind", ["edge", "server"])
+def test_acl_filter_holds_on_every_leg_with_acorn(kind, tmp_path):
+    # max_selectivity 1.0: ACORN runs for every filtered dense search, not only restrictive ones.
+    store, vecs, _rng = _indexed_store(kind, tmp_path, VectorIndexConfig(acorn=True, acorn_max_selectivity=1.0),
+                                       n=200 if kind == "server" else 1000)
+    public = SearchFilter(acl=["public"])
+    for i in range(1, 30, 2):  # queries right on top of secret points
+        dense, sparse = store.search(vecs[i].tolist(), ENC.encode_query("wing lift drag"), public, 50)
+        assert len(dense) == 50 and sparse
+        found = store.retrieve(ids_of(dense) + ids_of(sparse))
+        assert found and all(c.acl == ["public"] for c in found)
+    store.close()
+
+
+def test_search_without_payloads_ranks_alike_and_retrieve_fetches_the_top(filled):
+    query = ([1, 0, 0, 0], ENC.encode_query("wing lift"), SearchFilter(acl=["public", "eng"]), 10)
+    full = filled.search(*query)
+    bare = filled.search(*query, with_payload=False)
+    for with_payload, ids_only in zip(full, bare):
+        assert ids_of(with_payload) == ids_of(ids_only)
+        assert [h.score for h in with_payload] == pytest.approx([h.score for h in ids_only])
+        assert all(h.chunk.text == "" for h in ids_only) and all(h.chunk.text for h in with_payload)
+    top = ids_of(bare[0])[:2]
+    assert [c.text for c in filled.retrieve(top)] == [h.chunk.text for h in full[0][:2]]
+
+
+@pytest.mark.parametrize("field, value, words", [
+    ("dense_quantization", "pq", "none, scalar or binary"),
+    ("dense_oversampling", 0.5, "1 to 16"),
+    ("hnsw_m", 2, "4 to 128"),
+    ("hnsw_ef_construct", 4, "8 to 1024"),
+    ("hnsw_ef", 0, "1 to 4096"),
+    ("hnsw_payload_m", -1, "0 to 128"),
+    ("acorn_max_selectivity", 1.5, "0 to 1"),
+])
+def test_invalid_index_settings_name_the_field(field, value, words, tmp_path, monkeypatch):
+    from rag.config import load_settings
+
+    with pytest.raises(ConfigError, match=rf"'{field}'.*{words}"):
+        load_settings(config_file=None, **{field: value})
+    monkeypatch.setenv(f"RAG_{field.upper()}", str(value))
+    with pytest.raises(ConfigError, match=rf"'{field}'"):
+        load_settings()

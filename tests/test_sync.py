@@ -202,3 +202,124 @@ def test_cli_bad_input_exits_nonzero_with_reason(tmp_path):
     assert out.returncode == 2
     assert out.stdout == ""
     assert "missing" in out.stderr and "no such file" in out.stderr
+
+
+def test_full_sync_skips_the_files_the_watcher_ignores(tmp_path):
+    """One rule (ingest.ignore) for the watcher and the full sync: temp, lock, swap and hidden files."""
+    from ingest.sync import discover_files
+    from ingest.watch import is_ignored
+
+    docs = tmp_path / "docs"
+    (docs / "sub").mkdir(parents=True)
+    (docs / ".git").mkdir()
+    kept = ["report.docx", "notes.md", "sub/plan.txt"]
+    skipped = ["~$report.docx", ".#notes.md", "file.swp", "notes.md~", "video.part", ".hidden.txt",
+               ".git/config.txt", "sub/.~lock.plan.txt#"]
+    for name in kept + skipped:
+        (docs / name).write_text("x", encoding="utf-8")
+    files, _roots = discover_files([docs])
+    assert sorted(str(f.relative_to(docs.resolve())) for f in files) == sorted(kept)
+    for name in kept + skipped:  # the watcher's predicate is the same rule
+        assert is_ignored(docs / name, docs) == (name in skipped), name
+    # A file named explicitly is indexed whatever its name: the rule is about what a folder sync picks up.
+    assert discover_files([docs / "file.swp"])[0] == [(docs / "file.swp").resolve()]
+
+
+class RecordingMonitor:
+    """An IngestMonitor keeping every snapshot (ingest.progress)."""
+
+    def __init__(self) -> None:
+        self.snapshots = []
+        self.closed = None
+
+    def progress(self, snapshot) -> None:
+        self.snapshots.append(snapshot)
+
+    def cancelled(self) -> bool:
+        return False
+
+    def close(self, snapshot) -> None:
+        self.closed = snapshot
+
+
+def test_progress_names_files_stages_and_chunks_with_a_sane_total(folder, settings, embedder):
+    monitor = RecordingMonitor()
+    store = open_store(settings.replace(embed_batch_size=4))
+    report = ingest_paths([folder], settings.replace(embed_batch_size=4), store, embedder, progress=False,
+                          monitor=monitor)
+    assert report.indexed == 3
+    snaps = monitor.snapshots
+    done = [s.chunks_done for s in snaps]
+    assert done == sorted(done) and done[-1] == report.chunks_added
+    assert len(set(done)) > report.chunks_added // 4  # moved after every model batch of 4, not per file
+    embedding = [s.current for s in snaps if s.current and s.current.stage == "embed"]
+    assert {Path(c.file).name for c in embedding} <= {"alpha.md", "beta.md", "gamma.txt"} and embedding
+    assert all(c.unit == "chunk" and c.total and 0 <= c.done <= c.total for c in embedding)
+    totals = [s.chunks_total for s in snaps if s.chunks_total is not None]
+    assert totals and totals[-1] == report.chunks_added  # the estimate ends exact
+    assert monitor.closed.files_done == monitor.closed.files_total == 3 and monitor.closed.active == []
+
+
+@pytest.mark.skipif(shutil.which("tesseract") is None, reason="Tesseract is not installed")
+def test_a_slow_ocr_file_does_not_hold_back_the_rest_and_reports_pages(tmp_path, settings, embedder, monkeypatch):
+    """The scan comes first in the folder, and its OCR is held until every other file is indexed: they are
+    not starved behind it, and the scan reports OCR pages done of total, then is indexed too."""
+    import threading
+
+    from ingest.loaders import ocr
+    from tests.test_loaders import _text_page_image
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    _text_page_image(["The harbour master counts", "seventeen ships at dawn."]).save(docs / "a-scan.png")
+    for name in ("b.md", "c.md", "d.md"):
+        write_doc(docs / name, f"{name[0]} topic of the survey")
+    gate = threading.Event()
+    real_tesseract = ocr._tesseract
+
+    def held_tesseract(image, page_number):
+        assert gate.wait(120)
+        return real_tesseract(image, page_number)
+
+    monkeypatch.setattr(ocr, "_tesseract", held_tesseract)
+
+    class Releasing(RecordingMonitor):
+        def progress(self, snapshot) -> None:
+            super().progress(snapshot)
+            if snapshot.files_done == 3:
+                gate.set()
+
+    monitor = Releasing()
+    store = open_store(settings)
+    try:
+        report = ingest_paths([docs], settings, store, embedder, progress=False, monitor=monitor)
+    finally:
+        gate.set()
+    assert report.indexed == 4, report.failures
+    assert [Path(f.path).name for f in report.files][-1] == "a-scan.png"  # written last, the others first
+    waiting = [s for s in monitor.snapshots if s.files_done == 3]
+    scan = [f for f in waiting[0].active if f.file.endswith("a-scan.png")]
+    assert scan and scan[0].stage == "ocr" and scan[0].unit == "page"
+    pages = {(f.done, f.total) for s in monitor.snapshots for f in s.active if f.file.endswith("a-scan.png")
+             and f.stage == "ocr" and f.total}
+    assert (0, 1) in pages or (1, 1) in pages
+    text = " ".join(c.text for c in iter_chunks(store) if c.file_name == "a-scan.png")
+    assert "seventeen ships" in text
+
+
+def test_progress_total_estimates_unparsed_files_by_kind_then_becomes_exact():
+    from ingest.progress import ProgressTracker
+
+    tracker = ProgressTracker(5, {"a.txt": 1000, "b.txt": 3000, "c.pdf": 100_000, "d.pdf": 50_000, "e.md": 10})
+    assert tracker.snapshot().chunks_total is None  # nothing parsed: no guess
+    tracker.parsed("a.txt", 2)
+    # b.txt by bytes of its kind (6); the PDFs and the .md by the mean chunks per parsed file (2 each).
+    assert tracker.snapshot().chunks_total == 2 + 6 + 2 + 2 + 2
+    tracker.parsed("c.pdf", 10)
+    assert tracker.snapshot().chunks_total == 2 + 6 + 10 + 5 + 6  # d.pdf at c.pdf's chunks per byte
+    tracker.finished("b.txt", failed=True)
+    tracker.parsed("d.pdf", 4)
+    tracker.parsed("e.md", 1)
+    snapshot = tracker.snapshot()
+    assert snapshot.chunks_total == 2 + 10 + 4 + 1 and snapshot.files_done == 1
+    assert [f.file for f in snapshot.active] == ["a.txt", "c.pdf", "d.pdf", "e.md"]

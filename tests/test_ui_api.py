@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sqlite3
 import threading
 from pathlib import Path
 
@@ -162,3 +163,49 @@ def test_llm_endpoint_down_is_a_readable_message(ui_server, fake_llm):
         assert "fake-memo.pdf" in evidence_html  # the evidence is still shown
     finally:
         server.demo.close()
+
+
+def test_conversations_are_kept_per_signed_in_user_and_per_browser(ui_server):
+    """Issue 17: history per user. Signed in, the sign-in names the owner (a browser cookie cannot make alice
+    bob); without sign-in each browser's id cookie does; a client with neither keeps nothing."""
+    from rag.access import Caller, Role
+    from tests.ui_app_fixture import free_port
+    from ui.app import build_app, server_options
+    from ui.history import ConversationStore, history_db_path
+
+    settings = ui_server.settings
+    store = ConversationStore(history_db_path(settings.state_dir), settings.collection)
+    demo = build_app(settings, ui_server.pipeline,
+                     caller=lambda request: Caller(request.username or "nobody", ("public",), Role.READER))
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                auth=[("alice", "alice-pw-1"), ("bob", "bob-pw-22")], **server_options(settings, demo))
+    url = f"http://127.0.0.1:{port}/"
+    bobs_browser = "b0b" + "x" * 29
+    try:
+        alice = gradio_client.Client(url, auth=("alice", "alice-pw-1"), verbose=False)
+        alice.cookies["rag_browser"] = bobs_browser  # beside the sign-in cookie
+        _chat(alice, LAPTOPS)
+        mine = store.list("user:alice")
+        assert len(mine) == 1 and mine[0].title.startswith("How many laptops")
+        saved = store.get("user:alice", mine[0].id)
+        assert "rag-cite" in _text(saved.messages[-1]["content"]) and "fake-memo.pdf" in saved.turns[0]
+        assert store.list("user:bob") == [] and store.list(f"browser:{bobs_browser}") == []
+        bob = gradio_client.Client(url, auth=("bob", "bob-pw-22"), verbose=False)
+        _chat(bob, "What will there be at the first annual family day?")
+        assert [c.title[:9] for c in store.list("user:bob")] == ["What will"]
+        assert len(store.list("user:alice")) == 1 and store.get("user:bob", mine[0].id) is None
+    finally:
+        demo.close()
+    # no sign-in (ui_server): one browser's cookie names its conversations; no cookie, nothing is kept
+    browser_id = "Qk" + "r" * 30
+    before = {c.id for c in store.list(f"browser:{browser_id}")}
+    browser = _client(ui_server.url)
+    browser.cookies["rag_browser"] = browser_id
+    _chat(browser, LAPTOPS)
+    assert len({c.id for c in store.list(f"browser:{browser_id}")} - before) == 1
+    with sqlite3.connect(store.path) as db:
+        count = db.execute("SELECT COUNT(*) FROM conversations").fetchone()[0]
+    _chat(_client(ui_server.url), LAPTOPS)
+    with sqlite3.connect(store.path) as db:
+        assert db.execute("SELECT COUNT(*) FROM conversations").fetchone()[0] == count

@@ -397,3 +397,120 @@ def test_documents_eval_and_explore_tabs_in_light_and_dark(browser, ui_server, t
     finally:
         context.close()
         server.demo.close()
+
+
+# --------------------------------------------------------------------------------------------------
+# Issue 17: conversations that last, a Stop button, a way back after a citation click on a phone
+# --------------------------------------------------------------------------------------------------
+
+def _conversations(page) -> list[str]:
+    return [t.strip() for t in page.locator("#conversation-list label").all_inner_texts()]
+
+
+def test_conversations_last_across_reloads_and_belong_to_their_browser(browser, ui_server):
+    """Ask → saved; reload keeps it (citations still open their passages); New / select / Rename / Delete;
+    another browser sees none of it."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    other = browser.new_context(viewport={"width": 1440, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    try:
+        _open(page, ui_server.url)
+        _ask(page, LAPTOPS)
+        page.locator("#chat .rag-cite").first.wait_for(state="visible", timeout=TIMEOUT_MS)
+        page.wait_for_function("() => document.querySelectorAll('#conversation-list label').length === 1")
+        assert _conversations(page)[0].startswith("How many laptops")
+
+        page.reload(wait_until="domcontentloaded")  # the conversation survives a reload, evidence included
+        cite = page.locator("#chat .rag-cite").first
+        cite.wait_for(state="visible")
+        assert "200 laptops" in page.locator("#chat").inner_text()
+        turn, number = _target(cite)
+        cite.click()
+        page.locator(f"#evidence .ev-{turn}-{number}").wait_for(state="visible")
+        assert "fake-memo.pdf" in page.locator(f"#evidence .ev-{turn}-{number}").inner_text()
+
+        page.locator("#new-conversation").click()
+        page.wait_for_function("() => !document.querySelector('#chat').innerText.includes('laptops')")
+        _ask(page, "What will there be at the first annual family day?")
+        page.locator("#chat .rag-cite").first.wait_for(state="visible", timeout=TIMEOUT_MS)
+        page.wait_for_function("() => document.querySelectorAll('#conversation-list label').length === 2")
+        assert _conversations(page)[0].startswith("What will there be")  # newest first
+
+        page.locator("#conversation-list label", has_text="How many laptops").click()
+        page.wait_for_function("() => document.querySelector('#chat').innerText.includes('200 laptops')")
+        assert "family day" not in page.locator("#chat").inner_text().lower()
+        page.locator("#conversation-title textarea, #conversation-title input").first.fill("Laptop memo")
+        page.locator("#conversation-rename").click()
+        page.wait_for_function("() => document.querySelector('#conversation-list').innerText.includes('Laptop memo')")
+        _shot(page, "history-light-1440x900")
+
+        page.locator("#conversation-delete").click()
+        confirm = page.locator("#conversation-confirm")
+        confirm.wait_for(state="visible")
+        assert "Laptop memo" in confirm.inner_text()
+        page.locator("#conversation-confirm-btn").click()
+        page.wait_for_function("() => document.querySelectorAll('#conversation-list label').length === 1")
+        assert _conversations(page)[0].startswith("What will there be")
+        assert "200 laptops" not in page.locator("#chat").inner_text()
+
+        stranger = other.new_page()  # another browser (its own id cookie): an empty list, an empty chat
+        _open(stranger, ui_server.url)
+        stranger.wait_for_timeout(1500)  # the page's load event has run
+        assert _conversations(stranger) == []
+        assert "family day" not in stranger.locator("#chat").inner_text().lower()
+    finally:
+        context.close()
+        other.close()
+
+
+def test_stop_ends_a_streaming_answer_and_the_chat_stays_usable(page, ui_server, fake_llm):
+    """Issue 17: a Stop button while an answer streams; a clear "stopped" marker; the next question works."""
+    fake_llm.script(Reply("The memo lists " + "many items in detail " * 60 + "[1].", token_delay_s=0.15))
+    fake_llm.responder = lambda body: "200 laptops were delivered on January 23, 2023 [1]."
+    server = llm_ui_server(ui_server, fake_llm)
+    try:
+        _open(page, server.url)
+        _ask(page, LAPTOPS)
+        page.wait_for_function("() => document.querySelector('#chat').innerText.includes('many items')",
+                               timeout=TIMEOUT_MS)
+        page.locator("#stop-btn").click()
+        page.locator("#chat .rag-stopped").wait_for(state="visible")
+        shown = page.locator("#chat").inner_text()
+        assert "many items" in shown and "▍" not in shown
+        page.wait_for_timeout(1500)  # a cancelled stream must not overwrite the marker afterwards
+        assert page.locator("#chat .rag-stopped").count() == 1 and "▍" not in page.locator("#chat").inner_text()
+        _ask(page, LAPTOPS)  # usable at once
+        page.locator("#chat .rag-cite").first.wait_for(state="visible", timeout=TIMEOUT_MS)
+        assert "200 laptops were delivered" in page.locator("#chat").inner_text()
+        assert page.locator("#chat .rag-stopped").count() == 1  # the stopped turn stays marked
+    finally:
+        server.demo.close()
+
+
+def test_phone_citation_click_shows_the_passage_and_a_way_back(browser, ui_server):
+    """Issue 17: on a phone a citation click jumped 900 px down with no way back."""
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    inside = ("(sel) => { const r = document.querySelector(sel).getBoundingClientRect();"
+              " return r.bottom > 0 && r.top < window.innerHeight; }")
+    try:
+        _open(page, ui_server.url)
+        _ask(page, LAPTOPS)
+        cite = page.locator("#chat .rag-cite").first
+        cite.wait_for(state="visible", timeout=TIMEOUT_MS)
+        cite.scroll_into_view_if_needed()
+        turn, number = _target(cite)
+        cite.click()
+        page.wait_for_function(inside, arg=f"#evidence .ev-{turn}-{number}")  # the passage opens in view
+        back = page.locator("#rag-back")
+        back.wait_for(state="visible")
+        assert "Back to answer" in back.inner_text()
+        _shot(page, "phone-citation-back-light-390x844")
+        back.click()
+        page.wait_for_function(inside, arg=f"#chat .rag-cite.rag-t-{turn}.rag-n-{number}")
+        back.wait_for(state="hidden")
+    finally:
+        context.close()

@@ -507,3 +507,101 @@ def test_pdfminer_boxes_match_unstructured_coordinates(evaldata):
             assert element.boxes[0][1:] == pytest.approx(by_text[element.text.strip()][0][1:], abs=0.003)
             compared += 1
     assert compared >= 4
+
+
+# ------------------------------------------------------------------------------ browser: DOCX and e-mail
+def _long_docx(path: Path, needle: str) -> Path:
+    """A real Word file (python-docx) whose cited sentence sits far below the first screen."""
+    import docx
+
+    doc = docx.Document()
+    doc.add_heading("Harbour maintenance log", level=1)
+    for i in range(1, 91):
+        doc.add_paragraph(f"Inspection note {i}: the crew checked berth {i % 7 + 1}, cleared drain {i * 3} "
+                          f"and logged {i + 11} metres of mooring rope as sound.")
+    doc.add_paragraph(needle)
+    doc.add_paragraph("End of the log.")
+    doc.save(str(path))
+    return path
+
+
+def _long_eml(path: Path, needle: str) -> Path:
+    """A real RFC 822 message (the stdlib email package) whose cited sentence is near its end."""
+    from email.message import EmailMessage
+
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = "ferries@example.org", "staff@example.org", "Timetable notes"
+    lines = [f"Note {i}: sailing {i} carried {40 + i} cars and {i * 9} foot passengers without delay."
+             for i in range(1, 91)]
+    msg.set_content("\n\n".join([*lines, needle, "Regards, the ferry office"]))
+    path.write_bytes(bytes(msg))
+    return path
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM}")
+def test_browser_docx_and_email_citations_open_the_highlighted_passage_and_download(world, public_ui, tmp_path):
+    """Issue 17: a DOCX and an e-mail citation → the text view scrolled to the highlighted passage; the
+    download is the original file; the public session's browser gets none of a secret file by URL."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    folder = world.docs / "public-long"
+    folder.mkdir(exist_ok=True)
+    cases = [
+        (_long_docx(folder / "harbour-log.docx", "The lighthouse keeper counted 417 gannets nesting on the "
+                                                 "western cliff in May."),
+         "How many gannets were nesting on the western cliff?", "417 gannets"),
+        (_long_eml(folder / "ferry-notes.eml", "From 14 March the last ferry leaves Brodick at 19:40 every "
+                                               "weekday."),
+         "When does the last ferry leave Brodick?", "19:40"),
+    ]
+    assert world.pipeline.ingest([str(folder)], acl=["public"], progress=False).failed == 0
+    secret = world.chunks[SECRET[1]][0]
+    secret_bytes = (world.docs / "secret" / SECRET[1]).read_bytes()
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            context = browser.new_context(viewport={"width": 1440, "height": 900}, accept_downloads=True)
+            page = context.new_page()
+            page.set_default_timeout(240_000)
+            page.goto(public_ui, wait_until="domcontentloaded")
+            for turn, (path, question, needle) in enumerate(cases, start=1):
+                box = page.locator("#question textarea")
+                box.wait_for(state="visible")
+                box.fill(question)
+                box.press("Enter")
+                cite = page.locator(f"#chat .rag-cite.rag-t-{turn}").first
+                cite.wait_for(state="visible")
+                cite.click()
+                card = page.locator("#evidence .rag-ev.rag-active")
+                card.wait_for(state="visible")
+                assert path.name in card.inner_text() and needle in card.inner_text()
+                with context.expect_page() as new_tab:
+                    card.locator("a.rag-open").click()
+                viewer = new_tab.value
+                viewer.wait_for_load_state("load")
+                mark = viewer.locator("mark#passage")
+                mark.wait_for(state="visible")
+                assert needle in mark.inner_text()
+                # scrolled: the page moved down to the passage, which is on screen
+                viewer.wait_for_function("() => { const r = document.getElementById('passage').getBoundingClientRect();"
+                                         " return window.scrollY > 300 && r.top >= 0 && r.top < window.innerHeight; }")
+                viewer.screenshot(path=str(SHOTS / f"viewer-{path.suffix[1:]}-light-1440x900.png"))
+                viewer.close()
+                with page.expect_download() as download:
+                    card.locator("a.rag-download").click()
+                assert Path(download.value.path()).read_bytes() == path.read_bytes()
+                assert download.value.suggested_filename == path.name
+
+            # The same browser session guessing a secret file's URLs gets a 404 and none of its bytes.
+            for route in ROUTES:
+                response = page.request.get(f"{public_ui}sources/{route}?chunk_id={secret.id}")
+                assert response.status == 404, route
+                assert secret_bytes[:200] not in response.body() and secret.text[:80].encode() not in response.body()
+            tab = context.new_page()
+            response = tab.goto(f"{public_ui}sources/view?chunk_id={secret.id}", wait_until="load")
+            assert response.status == 404 and "no such passage" in tab.locator("body").inner_text()
+            context.close()
+        finally:
+            browser.close()

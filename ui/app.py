@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 import gradio as gr
 
@@ -42,6 +42,7 @@ from ui.context import CallerSource, UIContext, default_caller
 from ui.documents import build_documents_tab
 from ui.eval_reports import build_eval_tab, load_eval_folder
 from ui.explore import build_explore_tab
+from ui.history import BROWSER_ID_JS
 from ui.session import (SessionOptions, effective_mode, parse_threshold, session_filter,  # noqa: F401 - API
                         session_settings)
 from ui.viewer import gradio_resolver, viewer_router
@@ -61,13 +62,15 @@ __all__ = ["build_app", "launch", "warm_up", "server_options", "ChatService", "S
 
 
 def build_app(settings: Settings, pipeline: Pipeline | None = None, ingest_roots: Iterable[str | Path] | None = None,
-              caller: CallerSource | None = None, eval_roots: Iterable[str | Path] | None = None) -> gr.Blocks:
+              caller: CallerSource | None = None, eval_roots: Iterable[str | Path] | None = None,
+              jobs: Any = None) -> gr.Blocks:
     """Build the Gradio Blocks app over one Pipeline (created from `settings` when not given).
 
     `ingest_roots`: server folders a visitor may index (default: the `ingest_roots` setting; none means
     folder ingest is disabled). `eval_roots`: folders whose `rag eval` runs the Eval tab may open
     (default: the `eval_roots` setting). `caller`: the session's Caller, or a function of the
-    `gr.Request` returning one (default: `default_caller(settings)`).
+    `gr.Request` returning one (default: `default_caller(settings)`). `jobs`: the server's ingest job queue
+    (ingest.jobs.JobQueue, run by its writer): folder ingests become jobs and the Documents tab lists them live.
     Mount or launch it with `server_options(settings)` (upload limit and same-origin guard).
     """
     pipeline = pipeline or Pipeline(settings)
@@ -76,6 +79,7 @@ def build_app(settings: Settings, pipeline: Pipeline | None = None, ingest_roots
         pipeline=pipeline, settings=settings, caller_source=caller or default_caller(settings),
         ingest_roots=resolve_roots(ingest_roots if ingest_roots is not None else settings.ingest_roots),
         eval_roots=resolve_roots(eval_roots if eval_roots is not None else settings.eval_roots),
+        jobs=jobs,
     )
     with gr.Blocks(title="Ask your documents", analytics_enabled=False, delete_cache=CACHE_CLEANUP) as demo:
         gr.Markdown("## Ask your documents\nAnswers quote your indexed files; click a citation "
@@ -93,6 +97,10 @@ def build_app(settings: Settings, pipeline: Pipeline | None = None, ingest_roots
         # The citation click handler and styles, installed once per page load (however it is launched).
         demo.load(on_load, None, [*documents.outputs, eval_run], js=render.CITATION_JS,
                   api_visibility="private", show_progress="hidden")
+        # This user's saved conversation reopens on every load (a reload keeps the conversation); the
+        # script first gives a browser without sign-in its own id (ui.history).
+        demo.load(chat.restore, None, chat.restore_outputs, js=BROWSER_ID_JS, api_visibility="private",
+                  show_progress="hidden")
 
     demo.queue(default_concurrency_limit=CHAT_CONCURRENCY, max_size=QUEUE_MAX_SIZE)
     demo.rag_pipeline = pipeline  # for tests and launch(); not part of the Gradio API

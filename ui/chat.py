@@ -1,4 +1,5 @@
-"""The Chat tab: streaming answers with clickable citations, the evidence panel, the session settings.
+"""The Chat tab: streaming answers with clickable citations, the evidence panel, the session settings,
+a Stop button, and the saved conversations of this user (`ui.history`, listed by `ui.history_panel`).
 
 Every question runs as the session's `Caller` through `Pipeline.ask`, so the caller's labels filter
 retrieval inside Qdrant. Questions and the conversation carried into follow-ups are bounded
@@ -21,11 +22,57 @@ from rag.models import Answer
 from rag.pipeline import Pipeline
 from ui import render
 from ui.context import UIContext
+from ui.history import ConversationStore, history_db_path
+from ui.history_panel import HistoryPanel, build_history_panel, confirm_message, owner_of_request
 from ui.session import (MAX_SHOWN_MESSAGES, MAX_SHOWN_TURNS, SessionOptions,
                         capped_history, question_problem, session_filter, session_settings)
 from ui.settings_panel import SettingsPanel, build_settings_panel
 
 log = logging.getLogger(__name__)
+
+STOPPED_NOTE = '<div class="rag-note rag-stopped">⏹ Stopped: the answer was not finished.</div>'
+_STREAMING = ("▍", "_Searching the documents…_")
+
+
+STOP_POLL_S = 0.1  # how often a waiting answer checks whether its reader pressed Stop
+NEW_WAIT_S = 3.0  # "New conversation" waits this long for a streaming answer to stop
+
+
+class AnswerStopped(Exception):
+    """Raised inside the answering thread when the browser stopped the answer (ends the LLM stream)."""
+
+
+class LiveAnswers:
+    """The answer each browser session is streaming, so its Stop button can end it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._live: dict[str, tuple[threading.Event, threading.Event]] = {}
+
+    def start(self, session: str | None) -> tuple[threading.Event, threading.Event]:
+        """A new answer of `session`: (stop, ended); set `stop` to stop it, `end` sets `ended`."""
+        entry = (threading.Event(), threading.Event())
+        if session:
+            with self._lock:
+                self._live[session] = entry
+        return entry
+
+    def end(self, session: str | None, entry: tuple[threading.Event, threading.Event]) -> None:
+        entry[1].set()
+        with self._lock:
+            if session and self._live.get(session) is entry:
+                del self._live[session]
+
+    def stop(self, session: str | None, wait_s: float = 0.0) -> bool:
+        """Ask the session's streaming answer to stop (waiting up to `wait_s` for its last update);
+        False when it has none."""
+        with self._lock:
+            entry = self._live.get(session or "")
+        if entry is None:
+            return False
+        entry[0].set()
+        entry[1].wait(wait_s)
+        return True
 
 
 class ChatService:
@@ -54,18 +101,27 @@ class ChatService:
                     + "). Clear the file-type filter or ask the operator about access labels.")
         return None
 
-    def stream(self, question: str, history: list[dict], options: SessionOptions,
-               caller: Caller) -> Iterator[tuple[str, Any]]:
-        """Yield ("token", text) while the answer streams, then ("answer", Answer) or ("error", message)."""
+    def stream(self, question: str, history: list[dict], options: SessionOptions, caller: Caller,
+               stop: threading.Event | None = None) -> Iterator[tuple[str, Any]]:
+        """Yield ("token", text) while the answer streams, then ("answer", Answer) or ("error", message);
+        ("stopped", None) as soon as `stop` is set (the answering thread then ends at its next token)."""
         tokens: queue.Queue = queue.Queue()
         done = object()
         result: dict[str, Any] = {}
+        stopped = threading.Event()
+
+        def on_token(text: str) -> None:
+            if stopped.is_set():  # the reader stopped or went away: end the LLM stream instead of finishing it
+                raise AnswerStopped()
+            tokens.put(text)
 
         def run() -> None:
             try:
                 pipe = self.session_pipeline(options)
-                result["answer"] = pipe.ask(question, flt=session_filter(caller, options), on_token=tokens.put,
+                result["answer"] = pipe.ask(question, flt=session_filter(caller, options), on_token=on_token,
                                             history=capped_history(history), caller=caller)
+            except AnswerStopped:
+                log.info("an answer was stopped by its reader")
             except RagError as exc:
                 result["error"] = str(exc)
             except Exception as exc:  # noqa: BLE001 - a UI must answer with a message, not a trace
@@ -75,24 +131,66 @@ class ChatService:
                 tokens.put(done)
 
         threading.Thread(target=run, name="rag-ask", daemon=True).start()
-        while True:
-            item = tokens.get()
-            batch = [item]
-            while item is not done:  # drain what arrived meanwhile: one UI update per burst
+        try:
+            while True:
                 try:
-                    item = tokens.get_nowait()
+                    item = tokens.get(timeout=STOP_POLL_S)
                 except queue.Empty:
+                    if stop is not None and stop.is_set():
+                        yield "stopped", None
+                        return
+                    continue
+                batch = [item]
+                while item is not done:  # drain what arrived meanwhile: one UI update per burst
+                    try:
+                        item = tokens.get_nowait()
+                    except queue.Empty:
+                        break
+                    batch.append(item)
+                text = "".join(t for t in batch if t is not done)
+                if stop is not None and stop.is_set():
+                    yield "stopped", None
+                    return
+                if text:
+                    yield "token", text
+                if batch[-1] is done:
                     break
-                batch.append(item)
-            text = "".join(t for t in batch if t is not done)
-            if text:
-                yield "token", text
-            if batch[-1] is done:
-                break
+        finally:  # stopped, or closed early (the browser went away): tell the answering thread to stop
+            stopped.set()
         if "answer" in result:
             yield "answer", result["answer"]
         else:
             yield "error", result.get("error", "no answer was produced")
+
+
+def message_text(content: Any) -> str:
+    """A chat message's text, as the client sends it back (a string, or Gradio 6's list of text parts)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, dict):
+        return str(content.get("text") or content.get("value") or "")
+    if isinstance(content, list):
+        return "".join(message_text(part) for part in content)
+    return ""
+
+
+def stopped_messages(chat_messages: list) -> list | None:
+    """The chat with its streaming reply ended by a "stopped" note; None when nothing was streaming."""
+    messages = list(chat_messages or [])
+    if not messages or messages[-1].get("role") != "assistant":
+        return None
+    text = message_text(messages[-1].get("content"))
+    if not any(text.rstrip().endswith(mark) for mark in _STREAMING):
+        return None
+    partial = text.rstrip().removesuffix("▍").removesuffix("_Searching the documents…_").rstrip()
+    messages[-1] = {"role": "assistant", "content": stopped_text(partial)}
+    return messages
+
+
+def stopped_text(partial_html: str) -> str:
+    """A stopped reply: the (already safe) text it had reached, then the "stopped" note."""
+    partial_html = partial_html.strip()
+    return (partial_html + "\n\n" if partial_html else "") + STOPPED_NOTE
 
 
 @dataclass
@@ -100,17 +198,23 @@ class ChatTab:
     """Components of the Chat tab that the app composes with other tabs."""
 
     settings_panel: SettingsPanel
+    restore: Any  # fn(request) for the page's load event: reopens this user's current conversation
+    restore_outputs: list
 
 
 def build_chat_tab(ctx: UIContext) -> ChatTab:
     """Add the Chat tab (inside `gr.Tabs`) and wire its events."""
     chat = ChatService(ctx.pipeline)
+    live = LiveAnswers()
+    store = ConversationStore(history_db_path(ctx.settings.state_dir), ctx.settings.collection)
     # States live inside the tab: a non-Tab child of gr.Tabs shifts the tab labels.
     with gr.Tab("Chat", id="chat"):
         history_state = gr.State([])  # plain {"role", "content"} messages for Pipeline.ask
         turns_state = gr.State([])  # one evidence block (HTML) per answered turn
+        conversation_state = gr.State(None)  # id of the saved conversation shown (None: not saved yet)
         with gr.Row(equal_height=False):
             with gr.Column(scale=3):
+                panel_h = build_history_panel(store)
                 # No Gradio copy/share buttons: they copy the message HTML. Each answer carries its own
                 # Copy button (clean Markdown with its sources, see render.copy_control).
                 chatbot = gr.Chatbot(label="Conversation", elem_id="chat", height=480, feedback_options=None,
@@ -120,30 +224,48 @@ def build_chat_tab(ctx: UIContext) -> ChatTab:
                     question = gr.Textbox(placeholder="Ask a question and press Enter", show_label=False,
                                           elem_id="question", scale=5, autofocus=True, submit_btn=False)
                     send = gr.Button("Ask", variant="primary", scale=1, elem_id="ask-btn")
-                    clear = gr.Button("New conversation", scale=1)
+                    stop = gr.Button("Stop", variant="stop", scale=1, elem_id="stop-btn")
+                    clear = gr.Button("New conversation", scale=1, elem_id="new-conversation")
                 panel = build_settings_panel(ctx)
                 with gr.Accordion("Answer details (JSON)", open=False):
                     answer_json = gr.JSON(label="Last answer")
             with gr.Column(scale=2):
-                gr.Markdown("### Evidence")
+                gr.Markdown("### Evidence", elem_id="evidence-title")
                 evidence = gr.HTML(render.evidence_panel([]), elem_id="evidence", max_height=720, padding=True)
 
+    def save(request: Any, conversation_id: str | None, first_question: str, chat_messages: list,
+             history: list, turns: list) -> str | None:
+        """Keep the conversation for this user (nothing is kept for a request without an owner)."""
+        owner = owner_of_request(request)
+        if owner is None:
+            return conversation_id
+        try:
+            return store.save(owner, conversation_id, first_question, chat_messages, history, turns)
+        except Exception:  # noqa: BLE001 - a failed save must not lose the answer on screen
+            log.exception("saving a conversation failed")
+            return conversation_id
+
+    def first_question(chat_messages: list, fallback: str) -> str:
+        users = [message_text(m.get("content")) for m in chat_messages if m.get("role") == "user"]
+        return users[0] if users else fallback
+
     def respond(message: str, chat_messages: list, history: list, turns: list, options: SessionOptions,
-                request: gr.Request):
-        """Stream one answer into the chat and its evidence into the panel."""
+                conversation_id: str | None, request: gr.Request):
+        """Stream one answer into the chat and its evidence into the panel; save the conversation."""
         caller = ctx.caller(request)
         message = (message or "").strip()
         # The client sends the chat back with every request: keep only what is shown.
         chat_messages = list(chat_messages or [])[-MAX_SHOWN_MESSAGES:]
         turns = list(turns or [])[-MAX_SHOWN_TURNS:]
         if not message:
-            yield chat_messages, render.evidence_panel(turns), "", None, history, turns
+            yield chat_messages, render.evidence_panel(turns), "", None, history, turns, conversation_id
             return
         problem = question_problem(message, ctx.settings)
         if problem:
             # The question is not echoed (it may be megabytes); the box keeps it for editing.
             chat_messages.append({"role": "assistant", "content": render.error_message(problem)})
-            yield chat_messages, render.evidence_panel(turns), gr.skip(), {"error": problem}, history, turns
+            yield (chat_messages, render.evidence_panel(turns), gr.skip(), {"error": problem}, history, turns,
+                   conversation_id)
             return
         chat_messages.append({"role": "user", "content": render.safe_text(message)})
         try:
@@ -152,19 +274,39 @@ def build_chat_tab(ctx: UIContext) -> ChatTab:
             reason = str(exc)
         if reason:
             chat_messages.append({"role": "assistant", "content": render.error_message(reason)})
-            yield chat_messages, render.evidence_panel(turns), "", {"error": reason}, history, turns
+            yield chat_messages, render.evidence_panel(turns), "", {"error": reason}, history, turns, conversation_id
             return
         chat_messages.append({"role": "assistant", "content": "_Searching the documents…_"})
-        yield chat_messages, render.evidence_panel(turns), "", None, history, turns
+        session = getattr(request, "session_hash", None)
+        entry = live.start(session)
+        try:
+            yield chat_messages, render.evidence_panel(turns), "", None, history, turns, conversation_id
+            yield from answer_updates(message, chat_messages, history, turns, options, conversation_id, caller,
+                                      request, entry[0])
+        finally:  # also when the browser goes away: Gradio closes this generator
+            live.end(session, entry)
+
+    def answer_updates(message: str, chat_messages: list, history: list, turns: list, options: SessionOptions,
+                       conversation_id: str | None, caller: Any, request: Any, stop: threading.Event):
+        """The streaming part of `respond`: tokens, then the final answer (or error, or stopped), saved."""
         partial = ""
-        for kind, value in chat.stream(message, history, options, caller):
+        title = first_question(chat_messages, message)
+        for kind, value in chat.stream(message, history, options, caller, stop=stop):
             if kind == "token":
                 partial += value
                 chat_messages[-1] = {"role": "assistant", "content": render.streaming_text(partial)}
-                yield chat_messages, gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+                yield chat_messages, gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            elif kind == "stopped":
+                # The question stays in the chat, the partial text is marked; follow-ups do not build on it.
+                chat_messages[-1] = {"role": "assistant", "content": stopped_text(render.safe_text(partial))}
+                conversation_id = save(request, conversation_id, title, chat_messages, history, turns)
+                yield (chat_messages, render.evidence_panel(turns), "", {"stopped": True}, history, turns,
+                       conversation_id)
             elif kind == "error":
                 chat_messages[-1] = {"role": "assistant", "content": render.error_message(value)}
-                yield chat_messages, render.evidence_panel(turns), "", {"error": value}, history, turns
+                conversation_id = save(request, conversation_id, title, chat_messages, history, turns)
+                yield (chat_messages, render.evidence_panel(turns), "", {"error": value}, history, turns,
+                       conversation_id)
             else:
                 answer: Answer = value
                 turn = render.last_turn(turns) + 1
@@ -172,15 +314,128 @@ def build_chat_tab(ctx: UIContext) -> ChatTab:
                 chat_messages[-1] = {"role": "assistant", "content": render.answer_message(answer, turn)}
                 history = capped_history([*history, {"role": "user", "content": message},
                                           {"role": "assistant", "content": answer.text}])
-                yield chat_messages, render.evidence_panel(turns), "", answer.to_dict(), history, turns
+                conversation_id = save(request, conversation_id, title, chat_messages, history, turns)
+                yield (chat_messages, render.evidence_panel(turns), "", answer.to_dict(), history, turns,
+                       conversation_id)
 
-    chat_outputs = [chatbot, evidence, question, answer_json, history_state, turns_state]
-    chat_inputs = [question, chatbot, history_state, turns_state, panel.options_state]
-    question.submit(respond, chat_inputs, chat_outputs, api_name="chat", concurrency_id="chat")
-    send.click(respond, chat_inputs, chat_outputs, api_visibility="private", concurrency_id="chat")
+    chat_outputs = [chatbot, evidence, question, answer_json, history_state, turns_state, conversation_state]
+    chat_inputs = [question, chatbot, history_state, turns_state, panel.options_state, conversation_state]
+    asked = question.submit(respond, chat_inputs, chat_outputs, api_name="chat", concurrency_id="chat")
+    clicked = send.click(respond, chat_inputs, chat_outputs, api_visibility="private", concurrency_id="chat")
+    _wire_history(panel_h, store, live, asked, clicked, stop, clear, save, first_question,
+                  [chatbot, evidence, answer_json, history_state, turns_state, conversation_state])
 
-    def new_conversation():
-        return [], render.evidence_panel([]), "", None, [], []
+    def restore(request: gr.Request):
+        """On page load: reopen the conversation this user had open (a reload keeps the conversation)."""
+        owner = owner_of_request(request)
+        conversation = store.current(owner) if owner else None
+        return (*_view(conversation), panel_h.list_update(owner, conversation.id if conversation else None),
+                panel_h.title_value(conversation))
 
-    clear.click(new_conversation, None, chat_outputs, api_visibility="private")
-    return ChatTab(settings_panel=panel)
+    return ChatTab(settings_panel=panel, restore=restore,
+                   restore_outputs=[chatbot, evidence, answer_json, history_state, turns_state, conversation_state,
+                                    panel_h.listing, panel_h.title])
+
+
+def _view(conversation: Any) -> tuple:
+    """What the chat shows for a saved conversation (or an empty one): chat, evidence, details, states."""
+    if conversation is None:
+        return [], render.evidence_panel([]), None, [], [], None
+    return (conversation.messages, render.evidence_panel(conversation.turns), None, conversation.history,
+            conversation.turns, conversation.id)
+
+
+def _wire_history(h: HistoryPanel, store: ConversationStore, live: LiveAnswers, asked: Any, clicked: Any, stop: gr.Button,
+                  clear: gr.Button, save: Any, first_question: Any, view_outputs: list) -> None:
+    """Events of the conversation list, the Stop button and "New conversation"."""
+    chatbot, _evidence, _json, history_state, turns_state, conversation_state = view_outputs
+    list_outputs = [h.listing, h.title]
+
+    def refreshed(conversation_id: str | None, request: gr.Request):
+        """After an answer: the list with the (maybe just created) conversation selected."""
+        owner = owner_of_request(request)
+        current = store.get(owner, conversation_id) if owner else None
+        return h.list_update(owner, conversation_id), h.title_value(current)
+
+    for event in (asked, clicked):
+        event.then(refreshed, [conversation_state], list_outputs, api_visibility="private", show_progress="hidden")
+
+    def on_stop(chat_messages: list, history: list, turns: list, conversation_id: str | None, request: gr.Request):
+        """Stop this session's streaming answer: it ends itself with a "stopped" note as its last update.
+
+        A chat that still shows a streaming reply the server no longer runs (e.g. after a restart) is
+        marked here instead."""
+        if live.stop(getattr(request, "session_hash", None)):
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        messages = stopped_messages(chat_messages)
+        if messages is None:
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        conversation_id = save(request, conversation_id, first_question(messages, "Conversation"), messages,
+                               history, turns)
+        owner = owner_of_request(request)
+        current = store.get(owner, conversation_id) if owner else None
+        return messages, conversation_id, h.list_update(owner, conversation_id), h.title_value(current)
+
+    # Not `cancels=`: a cancelled event's last updates can arrive after the Stop handler's and hide the
+    # "stopped" note; the answer itself checks the stop flag and sends the note as its final update.
+    stop.click(on_stop, [chatbot, history_state, turns_state, conversation_state],
+               [chatbot, conversation_state, *list_outputs], api_visibility="private", show_progress="hidden",
+               concurrency_limit=None)
+
+    def new_conversation(request: gr.Request):
+        # A streaming answer ends first (its last update lands before the empty chat, not after it).
+        live.stop(getattr(request, "session_hash", None), wait_s=NEW_WAIT_S)
+        owner = owner_of_request(request)
+        if owner:
+            store.set_current(owner, None)
+        return (*_view(None), h.list_update(owner, None), "", "", gr.update(visible=False))
+
+    extra = [h.status, h.confirm_row]
+    clear.click(new_conversation, None, [*view_outputs, *list_outputs, *extra], concurrency_limit=None,
+                api_visibility="private")
+
+    def select(conversation_id: str | None, request: gr.Request):
+        owner = owner_of_request(request)
+        conversation = store.get(owner, conversation_id) if owner else None
+        if conversation is None:  # gone meanwhile (deleted in another tab)
+            return (*[gr.skip()] * 6, h.list_update(owner, None), "", "That conversation no longer exists.",
+                    gr.update(visible=False))
+        store.set_current(owner, conversation.id)
+        return (*_view(conversation), h.list_update(owner, conversation.id), conversation.title, "",
+                gr.update(visible=False))
+
+    h.listing.input(select, [h.listing], [*view_outputs, *list_outputs, *extra], api_visibility="private",
+                    show_progress="hidden")
+
+    def rename(conversation_id: str | None, title: str, request: gr.Request):
+        owner = owner_of_request(request)
+        if not owner or store.get(owner, conversation_id) is None:
+            return gr.skip(), gr.skip(), "Open a saved conversation first (ask a question to start one)."
+        try:
+            store.rename(owner, conversation_id, title)
+        except ValueError as exc:
+            return gr.skip(), gr.skip(), f"⚠️ {exc}"
+        current = store.get(owner, conversation_id)
+        return h.list_update(owner, conversation_id), h.title_value(current), "Renamed."
+
+    h.rename.click(rename, [conversation_state, h.title], [*list_outputs, h.status], api_visibility="private")
+    h.title.submit(rename, [conversation_state, h.title], [*list_outputs, h.status], api_visibility="private")
+
+    def ask_delete(conversation_id: str | None, request: gr.Request):
+        owner = owner_of_request(request)
+        conversation = store.get(owner, conversation_id) if owner else None
+        if conversation is None:
+            return gr.update(visible=False), "", "No saved conversation is open."
+        return gr.update(visible=True), confirm_message(conversation), ""
+
+    h.delete.click(ask_delete, [conversation_state], [h.confirm_row, h.confirm_text, h.status],
+                   api_visibility="private")
+    h.cancel.click(lambda: gr.update(visible=False), None, [h.confirm_row], api_visibility="private")
+
+    def delete(conversation_id: str | None, request: gr.Request):
+        owner = owner_of_request(request)
+        deleted = bool(owner) and store.delete(owner, conversation_id)
+        message = "Conversation deleted." if deleted else "Nothing was deleted (the conversation no longer exists)."
+        return (*_view(None), h.list_update(owner, None), "", message, gr.update(visible=False))
+
+    h.confirm.click(delete, [conversation_state], [*view_outputs, *list_outputs, *extra], api_visibility="private")

@@ -41,6 +41,7 @@ class UIContext:
     caller_source: CallerSource
     ingest_roots: list[Path] = field(default_factory=list)  # empty: folder ingest is disabled
     eval_roots: list[Path] = field(default_factory=list)
+    jobs: Any = None  # the server's ingest.jobs.JobQueue (folder ingests become jobs); None in plain `rag ui`
 
     def caller(self, request: Any = None) -> Caller:
         """The caller of one request (the session's caller when the UI has no sign-in)."""

@@ -1,6 +1,11 @@
 """The Documents tab: index a server folder (only inside the operator's ingest roots) or uploaded files,
 see the indexed files the session may see, and remove one after confirming.
 
+Inside the server (`ctx.jobs`, its durable job queue), a folder ingest is a job run by the server's writer,
+and the tab shows a live job list (state, current file, stage, pages or chunks done, cancel) refreshed
+by a timer. In plain `rag ui` an ingest runs in the request, its progress bar naming the current file
+and stage (ingest.progress).
+
 Nothing caller-specific is put into the components when the app is built (that would be in Gradio's
 public `/config` for every visitor); the file list, the remove choices and the statistics are filled
 per session when the page loads and after every change.
@@ -15,6 +20,8 @@ from typing import Any
 
 import gradio as gr
 
+from ingest.jobs import Job, describe_file_progress
+from ingest.progress import IngestMonitor, SyncProgress, TerminalProgress
 from rag.access import AccessDenied, Action, Caller
 from rag.errors import RagError
 from ui import render
@@ -27,6 +34,8 @@ from ui.web import upload_limit_bytes
 log = logging.getLogger(__name__)
 
 SUMMARY_HEADERS = ["file", "status", "chunks", "pages", "reason"]
+JOBS_HEADERS = ["job", "state", "file", "stage", "progress", "files", "chunks", "message"]
+JOBS_REFRESH_S = 1.0  # the job list's timer; each tick is one small SQLite read
 FILES_HEADERS = ["file", "type", "chunks", "acl", "path"]
 FOLDER_DISABLED = ("Folder ingest is disabled: the operator has not named any folder this UI may read. "
                    "Start it with `rag ui --ingest-root DIR` (or set `ingest_roots` in rag.toml) to allow "
@@ -88,6 +97,48 @@ def stats_markdown(ctx: UIContext, caller: Caller) -> str:
             f"{size_mb:.1f} MB on disk.")
 
 
+def visible_jobs(ctx: UIContext, caller: Caller, limit: int = 20) -> list[Job]:
+    """The caller's own jobs, newest first (every job for an admin), as the REST API lists them."""
+    if ctx.jobs is None:
+        return []
+    jobs = ctx.jobs.list(limit=limit, collection=ctx.settings.collection)
+    return [j for j in jobs if caller.can(Action.MANAGE_KEYS) or j.caller.get("name") == caller.name]
+
+
+def job_rows(jobs: list[Job]) -> list[list]:
+    """One row per job: what runs now (file, stage, pages or chunks done of total) and how far the job is."""
+    rows = []
+    for job in jobs:
+        current = job.progress.get("current") if job.state == "running" else None
+        shown = describe_file_progress(current)  # "scan.pdf: ocr 2/9 pages"
+        name, _, stage = shown.partition(": ")
+        parts = stage.split(" ", 1)
+        chunks = job.progress.get("chunks_done", job.chunks_added) if job.state == "running" else job.chunks_added
+        total = job.progress.get("chunks_total") if job.state == "running" else None
+        rows.append([job.id, job.state, render.file_label(name) if name else "", parts[0] if parts[0] else job.stage,
+                     parts[1] if len(parts) > 1 else "", f"{job.files_done}/{job.files_total}",
+                     f"{chunks}/{total}" if total else str(chunks),
+                     job.message or (f"{len(job.errors)} error(s)" if job.errors else "")])
+    return rows
+
+
+class GradioProgress(IngestMonitor):
+    """An in-request ingest's progress on Gradio's bar: chunks done of the (estimated) total, labelled with
+    the current file and stage."""
+
+    def __init__(self, progress: Any) -> None:
+        self._progress = progress
+
+    def progress(self, snapshot: SyncProgress) -> None:
+        """See IngestMonitor."""
+        label = TerminalProgress.label(snapshot)
+        if snapshot.chunks_total:
+            self._progress((min(snapshot.chunks_done, snapshot.chunks_total), snapshot.chunks_total), desc=label,
+                           unit="chunks")
+        else:
+            self._progress(0.0, desc=label)
+
+
 @dataclass
 class DocumentsTab:
     """The per-session refresh the app runs when the page loads."""
@@ -117,6 +168,16 @@ def build_documents_tab(ctx: UIContext, panel: SettingsPanel) -> DocumentsTab:
                                   file_count="multiple", elem_id="uploads")
                 ingest_upload_btn = gr.Button("Index uploaded files", variant="primary", elem_id="index-uploads")
         ingest_status = gr.Markdown(elem_id="ingest-status")
+        jobs_table = cancel_choice = cancel_job_btn = None
+        if ctx.jobs is not None:
+            jobs_table = gr.Dataframe(headers=JOBS_HEADERS, value=[], label="Ingest jobs (live)", interactive=False,
+                                      wrap=True, elem_id="jobs")
+            with gr.Row():
+                # Any id is accepted (the API takes one too); cancel_job checks it is the session's own job.
+                cancel_choice = gr.Dropdown(choices=[], value=None, label="Cancel a queued or running job", scale=4,
+                                            elem_id="cancel-job-choice", allow_custom_value=True)
+                cancel_job_btn = gr.Button("Cancel job", variant="stop", scale=1, elem_id="cancel-job-btn")
+            jobs_timer = gr.Timer(JOBS_REFRESH_S)
         summary = gr.Dataframe(headers=SUMMARY_HEADERS, value=[], label="Last ingest: per-file summary",
                                interactive=False, wrap=True, elem_id="summary")
         files_table = gr.Dataframe(headers=FILES_HEADERS, value=[], label="Indexed files", interactive=False,
@@ -140,6 +201,28 @@ def build_documents_tab(ctx: UIContext, panel: SettingsPanel) -> DocumentsTab:
                 gr.update(choices=file_type_choices(ctx, caller)), models_markdown(ctx, caller))
 
     refresh_outputs = [files_table, remove_choice, stats_md, panel.file_types, panel.models_md]
+
+    def jobs_view(request: gr.Request | None, selected: str | None, running_before: list[str] | None) -> tuple:
+        """The live job list; when a job of this session finished since the last tick, the files and
+        statistics too (the index changed)."""
+        caller = ctx.caller(request)
+        jobs = visible_jobs(ctx, caller)
+        open_ids = [j.id for j in jobs if j.state in ("queued", "running")]
+        finished = set(running_before or []) - set(open_ids)
+        files = refresh(request) if finished else tuple(gr.skip() for _ in refresh_outputs)
+        return (job_rows(jobs), gr.update(choices=open_ids, value=selected if selected in open_ids else None),
+                open_ids, *files)
+
+    def cancel_job(job_id: str | None, request: gr.Request):
+        caller = ctx.caller(request)
+        if not job_id:
+            gr.Warning("Pick a queued or running job first.")
+            return gr.skip()
+        if not caller.can(Action.CANCEL_JOB) or job_id not in {j.id for j in visible_jobs(ctx, caller, 500)}:
+            gr.Warning(f"No job {job_id} you may cancel.")  # another caller's job: the same answer as none
+            return gr.skip()
+        job = ctx.jobs.cancel(job_id)
+        return (f"Job **{job.id}**: {'cancelled' if job.state == 'cancelled' else 'stops after its current file'}.")
     doc_outputs = [summary, ingest_status, *refresh_outputs]
 
     def after_change(request: gr.Request | None, rows_summary: Any, status: str) -> tuple:
@@ -154,8 +237,8 @@ def build_documents_tab(ctx: UIContext, panel: SettingsPanel) -> DocumentsTab:
         """(outputs, the ingest report or None when it failed)."""
         progress(0, desc="Indexing")
         try:
-            report = ctx.pipeline.ingest([str(p) for p in paths], acl=list(caller.labels), progress=True,
-                                         caller=caller, roots=roots)
+            report = ctx.pipeline.ingest([str(p) for p in paths], acl=list(caller.labels), progress=False,
+                                         caller=caller, roots=roots, monitor=GradioProgress(progress))
         except RagError as exc:
             return refused(request, f"Indexing failed: {exc}"), None
         except Exception as exc:  # noqa: BLE001 - a UI must answer with a message, not a trace
@@ -167,7 +250,7 @@ def build_documents_tab(ctx: UIContext, panel: SettingsPanel) -> DocumentsTab:
         visible = {f["file_path"] for f in ctx.pipeline.list_files(caller=caller)}
         return after_change(request, summary_rows(report, display, visible), summary_text(report)), report
 
-    def ingest_folder(path: str, request: gr.Request, progress=gr.Progress(track_tqdm=True)):
+    def ingest_folder(path: str, request: gr.Request, progress=gr.Progress()):
         if not ctx.ingest_roots:
             return refused(request, FOLDER_DISABLED)
         caller = ctx.caller(request)
@@ -176,9 +259,13 @@ def build_documents_tab(ctx: UIContext, panel: SettingsPanel) -> DocumentsTab:
             target = confine(path, ctx.ingest_roots, what="folder or file path")
         except RagError as exc:  # PathRefused, AccessDenied: one readable line
             return refused(request, str(exc))
+        if ctx.jobs is not None:  # inside the server: the writer runs it; the job list shows its progress
+            job = ctx.jobs.submit(settings.collection, [str(target)], caller, acl=list(caller.labels))
+            return after_change(request, [], f"Queued job **{job.id}** for {render.safe_text(render.file_label(str(target)))}"
+                                             " — follow it in the job list below.")
         return run_ingest(request, caller, [target], {}, ctx.ingest_roots, progress)[0]
 
-    def ingest_uploads(files: list | None, request: gr.Request, progress=gr.Progress(track_tqdm=True)):
+    def ingest_uploads(files: list | None, request: gr.Request, progress=gr.Progress()):
         if not files:
             return refused(request, "Choose files to upload first.")
         caller = ctx.caller(request)
@@ -236,5 +323,14 @@ def build_documents_tab(ctx: UIContext, panel: SettingsPanel) -> DocumentsTab:
         return after_change(request, gr.skip(), "")
 
     refresh_btn.click(refresh_all, None, doc_outputs, api_visibility="private")
+    if ctx.jobs is not None:
+        running_ids = gr.State([])  # this session's view of the open jobs, to notice one finishing
+        jobs_outputs = [jobs_table, cancel_choice, running_ids, *refresh_outputs]
+        jobs_timer.tick(jobs_view, [cancel_choice, running_ids], jobs_outputs, api_visibility="private",
+                        show_progress="hidden", queue=False)
+        cancel_job_btn.click(cancel_job, [cancel_choice], [ingest_status], api_name="cancel_job", queue=False)
+        jobs_refresh = lambda request: jobs_view(request, None, [])[:2]  # noqa: E731  (page load: the list)
+        return DocumentsTab(refresh=lambda request=None: (*refresh(request), *jobs_refresh(request)),
+                            outputs=[*refresh_outputs, jobs_table, cancel_choice])
     return DocumentsTab(refresh=refresh, outputs=refresh_outputs)
 

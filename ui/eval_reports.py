@@ -31,6 +31,8 @@ MAX_PLOT_BYTES = 10_000_000
 MAX_TEXT_BYTES = 5_000_000
 MAX_RUNS_LISTED = 200
 _MD_IMAGE_RE = re.compile(r"!\[([^\]]*)\]\([^)]*\)")
+# The config line older reports print for every run, an extractive one included (the settings' default model).
+_LLM_MODEL_LINE_RE = re.compile(r"^- llm_model: .*$", re.MULTILINE)
 
 
 class ReportUnavailable(RagError):
@@ -85,6 +87,46 @@ def _load_plot(path: Path) -> Any | None:
         return None
 
 
+def answerer_text(results: Any) -> str | None:
+    """Who answered in a run, from its results.json: "LLM gpt-4o", "reader /models/minilm-squad2",
+    "extractive (sentence answerer)" or "none (retrieval only)"; None when results.json says nothing usable.
+
+    New runs record it (`config.answerer`, `config.answerer_model`, see evals.runs); for older runs it is
+    derived from the LLM settings the run had (an LLM answered only with provider openai, or auto with an
+    endpoint or key), never from `llm_model` alone, which every run carries.
+    """
+    if not isinstance(results, dict) or not isinstance(results.get("config"), dict):
+        return None
+    cfg = results["config"]
+    kind = results.get("kind")
+    answerer, model = cfg.get("answerer"), cfg.get("answerer_model")
+    if kind == "retrieval" or answerer == "none":
+        return "none (retrieval only)"
+    if answerer is None or (answerer == "extractive" and "answerer_model" not in cfg):  # a run before the fix
+        provider = cfg.get("llm_provider", "auto")
+        llm = provider == "openai" or (provider == "auto" and bool(cfg.get("llm_base_url") or cfg.get("llm_api_key")))
+        answerer, model = ("llm", cfg.get("llm_model")) if llm else ("extractive", None)
+    labels = {"llm": "LLM", "reader": "reader", "extractive": "extractive (sentence answerer)"}
+    text = "+".join(labels.get(a, str(a)) for a in str(answerer).split("+"))
+    return f"{text} {model}" if model else text
+
+
+def _with_answerer(markdown: str, answerer: str | None) -> str:
+    """The report with one `- answerer: ...` line in place of a `- llm_model: ...` line (or after the first
+    list of facts), so an extractive run never reads as if an LLM had answered."""
+    if answerer is None:
+        return markdown
+    line = f"- answerer: {answerer}"
+    if _LLM_MODEL_LINE_RE.search(markdown):
+        return _LLM_MODEL_LINE_RE.sub(lambda _m: line, markdown, count=1)
+    lines = markdown.splitlines()
+    facts = [i for i, text in enumerate(lines) if text.startswith("- ")]
+    at = facts[0] if facts else min(1, len(lines))
+    while at < len(lines) and lines[at].startswith("- "):
+        at += 1
+    return "\n".join([*lines[:at], line, *lines[at:]]) + ("\n" if markdown.endswith("\n") else "")
+
+
 def load_eval_folder(folder: str, roots: list[Path], settings: Settings) -> tuple[str, list[tuple[Any, str]], Any]:
     """(report.md as Markdown, [(plot image, caption)], results.json redacted) of one run under `roots`.
 
@@ -115,6 +157,8 @@ def load_eval_folder(folder: str, roots: list[Path], settings: Settings) -> tupl
             data = redact_results(json.loads(results_text), settings)
         except json.JSONDecodeError as exc:
             data = {"error": f"results.json is not valid JSON (line {exc.lineno})"}
+    if report_text is not None:
+        markdown = _with_answerer(markdown, answerer_text(data))
     return markdown, plots, data
 
 

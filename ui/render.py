@@ -374,6 +374,13 @@ CSS = """
 .rag-ev-links { margin-top:6px; display:flex; gap:16px; font-size:0.9em; }
 .rag-ev-links a { color:#0969da !important; text-decoration:underline; }
 .dark .rag-ev-links a { color:#58a6ff !important; }
+.rag-stopped { margin-top:4px; font-style:italic; }
+/* "Back to answer": shown while the citation that opened a passage is off-screen (on a phone the evidence
+   panel sits below the chat, so a citation click scrolls far down) */
+#rag-back { position:fixed; left:50%; bottom:18px; transform:translateX(-50%); z-index:1000; display:none;
+  background:#0969da; color:#ffffff; border:none; border-radius:18px; padding:8px 16px; font-size:0.95em;
+  box-shadow:0 2px 8px rgba(0,0,0,0.35); cursor:pointer; }
+#rag-back.rag-show { display:block; }
 """
 
 # Installed once per page: one delegated click handler for every citation button, present or future.
@@ -384,6 +391,25 @@ CITATION_JS = (
     "  const style = document.createElement('style');\n"
     f"  style.textContent = {json.dumps(CSS)};\n"
     "  document.head.appendChild(style);\n"
+    # One "Back to answer" control: visible while the clicked citation is out of view; it scrolls back.
+    "  const back = document.createElement('button');\n"
+    "  back.id = 'rag-back'; back.type = 'button'; back.textContent = '\u2191 Back to answer';\n"
+    "  document.body.appendChild(back);\n"
+    "  let origin = null, observer = null;\n"
+    "  const watchOrigin = (btn) => {\n"
+    "    if (observer) observer.disconnect();\n"
+    "    origin = btn;\n"
+    "    observer = new IntersectionObserver((entries) => {\n"
+    "      const seen = entries[entries.length - 1].isIntersecting;\n"
+    "      back.classList.toggle('rag-show', !seen);\n"
+    "    });\n"
+    "    observer.observe(btn);\n"
+    "  };\n"
+    "  back.addEventListener('click', () => {\n"
+    "    back.classList.remove('rag-show');\n"
+    "    if (observer) { observer.disconnect(); observer = null; }\n"
+    "    if (origin && origin.isConnected) { origin.scrollIntoView({block: 'center'}); origin.focus(); }\n"
+    "  });\n"
     "  document.addEventListener('click', (event) => {\n"
     "    const copy = event.target.closest && event.target.closest('.rag-copy');\n"
     "    if (copy) {\n"
@@ -410,6 +436,7 @@ CITATION_JS = (
     "    if (!target) return;\n"
     "    target.classList.add('rag-active');\n"
     "    target.scrollIntoView({behavior: 'smooth', block: 'start'});\n"
+    "    watchOrigin(btn);\n"
     "  }, true);\n"
     "}"
 )

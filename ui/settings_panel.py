@@ -36,6 +36,7 @@ def models_markdown(ctx: UIContext, caller: Caller) -> str:
                      f"({'loaded' if loaded['reranker'] is not None else 'loads on first use'})")
     else:
         lines.append("- **Reranker:** off (`rerank_model = none`)")
+    lines.extend(backend_lines(pipeline))
     if st.llm_enabled:
         lines.append(f"- **LLM:** `{st.llm_model}` at `{st.redact(st.llm_base_url or 'https://api.openai.com/v1')}` (operator setting)")
     else:
@@ -43,6 +44,21 @@ def models_markdown(ctx: UIContext, caller: Caller) -> str:
     lines.append(f"- **Access labels of this UI:** {', '.join(caller.labels) or '(none)'} "
                  "(operator setting, `rag ui --acl`; sessions cannot change it)")
     return "\n".join(lines)
+
+
+def backend_lines(pipeline: Any) -> list[str]:
+    """Which backend (fp32/bf16/ONNX/int8) runs each model and which one built the collection's vectors."""
+    try:
+        backends = pipeline.model_backends()
+    except RagError as exc:  # e.g. the store is locked by another process: say so, keep the panel
+        return [f"- **Model backends:** unavailable ({exc})"]
+    lines = [f"- **Embedding backend:** `{backends['embedder']}`"]
+    if backends["reranker"] is not None:
+        lines.append(f"- **Reranker backend:** `{backends['reranker']}`")
+    vectors = backends["collection_vectors"]
+    lines.append(f"- **Collection vectors from:** `{vectors}`" if vectors is not None
+                 else "- **Collection vectors from:** (no collection yet: the first ingest records the embedding backend)")
+    return lines
 
 
 def file_type_choices(ctx: UIContext, caller: Caller) -> list[str]:

@@ -22,7 +22,7 @@ class BackendsConfig:
     chunks: int = 96
     queries: int = 40
     rerank_questions: int = 8
-    m: int = 30
+    m: int | None = None  # candidates per question; None = the product's default (settings.rerank_top_m)
 
     @classmethod
     def quick(cls) -> "BackendsConfig":
@@ -65,12 +65,13 @@ def bench_backends(settings: Settings, cfg: BackendsConfig, workdir: Path,
     from evals import bench_backends as bb
 
     rerank_model = settings.rerank_model if settings.rerank_model and Path(settings.rerank_model).is_dir() else None
+    m = cfg.m or settings.rerank_top_m
     progress(f"backends: {cfg.chunks} chunks, {cfg.queries} queries, {cfg.rerank_questions} rerank questions at "
-             f"M={cfg.m} (ONNX export + int8 quantization first)")
+             f"M={m} (ONNX export + int8 quantization first)")
     state = Path(workdir) / "backends_state"
-    raw = bb.run(cfg.chunks, cfg.queries, cfg.rerank_questions, cfg.m, state_dir=str(state), rerank_model=rerank_model)
+    raw = bb.run(cfg.chunks, cfg.queries, cfg.rerank_questions, m, state_dir=str(state), rerank_model=rerank_model)
     out = _json_safe(raw)
-    out["config"] = asdict(cfg)
+    out["config"] = {**asdict(cfg), "m": m}
     out["ratios_to_fp32"] = ratios_to_fp32(out)
     out["markdown"] = bb.to_markdown(raw)
     return out

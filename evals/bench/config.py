@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from rag.errors import ConfigError
 
@@ -29,6 +30,16 @@ class BenchConfig:
     scale_unoptimized_queries: int = 20
     local_mode_queries: int = 5
     local_mode_max_p50_s: float = 1.0  # qdrant-client local mode stops at the size predicted past this
+    local_mode_max_size: int = 20_000  # ... and never runs above this (its scan is Python: 100k predicted ~7 s/query)
+    # Synthetic dense vectors of the scale part: "topics" (clustered like real embeddings) or "random"
+    # (uniform on the sphere: no neighbour structure, the worst case for any approximate index).
+    scale_vectors: str = "topics"
+    recall_queries: int = 50  # dense recall@10 against exact search (exact search: ~1 s per query at 1M)
+    # Search-time variants of the index settings measured on the same built Edge collection (hybrid p50 +
+    # recall@10 each): how the defaults of hnsw_ef / oversampling / ACORN were chosen.
+    search_sweep: list[dict[str, Any]] = field(default_factory=lambda: [
+        {"hnsw_ef": 64}, {"hnsw_ef": 256}, {"hnsw_ef": 512}, {"oversampling": 1.0}, {"rescore": False}])
+    sweep_queries: int = 50
     optimize_timeout_note_s: float = 600.0
     quick: bool = False
 
@@ -38,7 +49,8 @@ class BenchConfig:
         return cls(sizes=s, ingest_max_kb=18, ingest_max_chars=6000, query_pad_to=500, hybrid_queries=5,
                    rerank_queries=2, cranfield_queries=5, cranfield_rerank_queries=2, cranfield_docs=60,
                    baseline_scale_size=s[0], baseline_scale_queries=2, scale_queries=10, scale_unoptimized_queries=3,
-                   local_mode_queries=2, quick=True)
+                   local_mode_queries=2, recall_queries=5, search_sweep=[{"hnsw_ef": 64}],
+                   sweep_queries=3, quick=True)
 
 
 def parse_sizes(text: str | None) -> list[int] | None:

@@ -24,6 +24,10 @@ class FileParseError(ParseError):
         self.reason = one_line(reason)
         super().__init__(f"{self.path}: {self.reason}")
 
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        # Pickled with its two arguments: a parse failure crosses the ingest worker's pipe (ingest.priority).
+        return (type(self), (self.path, self.reason))
+
 
 class NeedsOCRError(FileParseError):
     """A PDF has pages but no text layer, and OCR is off or unavailable."""

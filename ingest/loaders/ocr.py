@@ -5,10 +5,17 @@ layer), "always" (also every PDF page, whose OCR text then replaces the text lay
 text layer is garbage) or "off". Tesseract is an external program (Debian `tesseract-ocr` with
 `tesseract-ocr-eng`, installed by `scripts/setup.sh --test`), run as a subprocess; without it, such
 files and pages are reported as needing OCR, as they are with "off". OCR text keeps its page numbers.
+
+OCR is slow (seconds a page), so whoever parses can follow it page by page: inside
+`watch_ocr_pages(hook)`, `hook(path, pages_done, pages_total)` is called before the first page and after
+each one, on the parsing thread. A hook may raise to stop (`OCRDeferred` hands the file to someone else
+before any page is read: the sync's OCR worker, so a scan never holds back the rest of a folder).
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import io
 import logging
@@ -17,7 +24,7 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from ingest.loaders.document import Element, FileParseError, NeedsOCRError, ParsedDocument
 from ingest.loaders.elements import paragraph_elements
@@ -32,6 +39,31 @@ RENDER_DPI = 300  # Tesseract's accuracy drops quickly below ~300 dpi
 MAX_PIXELS = 40_000_000
 PAGE_TIMEOUT_S = 300
 INSTALL_HINT = "install Tesseract (apt-get install tesseract-ocr tesseract-ocr-eng, or scripts/setup.sh --test)"
+
+
+# hook(path, pages_done, pages_total); a context variable, so each parsing thread has its own.
+PageHook = Callable[[Path, int, int], None]
+_page_hook: contextvars.ContextVar[PageHook | None] = contextvars.ContextVar("ocr_page_hook", default=None)
+
+
+class OCRDeferred(FileParseError):
+    """Raised by a page hook before the first page: this file needs OCR and is to be read elsewhere."""
+
+
+@contextlib.contextmanager
+def watch_ocr_pages(hook: PageHook) -> Iterator[None]:
+    """Call `hook(path, pages_done, pages_total)` for every OCR run on this thread inside the block."""
+    token = _page_hook.set(hook)
+    try:
+        yield
+    finally:
+        _page_hook.reset(token)
+
+
+def _pages_done(path: Path, done: int, total: int) -> None:
+    hook = _page_hook.get()
+    if hook is not None:
+        hook(Path(path), done, total)
 
 
 def _tesseract_env() -> dict[str, str]:
@@ -115,9 +147,12 @@ def read_image(path: Path, file_type: str, settings: Any) -> ParsedDocument:
     elements: list[Element] = []
     pages = 0
     with Image.open(path) as image:
+        total = int(getattr(image, "n_frames", 1) or 1)
+        _pages_done(path, 0, total)
         for pages, frame in enumerate(ImageSequence.Iterator(image), start=1):
             _check_pixels(path, frame.size, pages)
             elements.extend(page_elements(frame, pages))
+            _pages_done(path, pages, total)
     return ParsedDocument(path=path, file_type=file_type, elements=elements, page_count=pages or None,
                           parser=f"tesseract:{file_type}", ocr_pages=list(range(1, pages + 1)))
 
@@ -125,12 +160,14 @@ def read_image(path: Path, file_type: str, settings: Any) -> ParsedDocument:
 def pdf_page_elements(path: Path, page_numbers: list[int], password: str | None) -> list[Element]:
     """Render the given PDF pages (1-based) at RENDER_DPI and OCR them, in page order."""
     elements: list[Element] = []
-    for number, image in _render_pdf_pages(path, page_numbers, password):
+    _pages_done(path, 0, len(page_numbers))
+    for done, (number, image) in enumerate(_render_pdf_pages(path, page_numbers, password), start=1):
         started = time.perf_counter()
         found = page_elements(image, number)
         log.info("%s: OCR of page %d: %d paragraphs in %.1fs", path, number, len(found),
                  time.perf_counter() - started)
         elements.extend(found)
+        _pages_done(path, done, len(page_numbers))
     return elements
 
 

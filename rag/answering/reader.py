@@ -29,6 +29,7 @@ sentence answerer (`ExtractiveAnswerer`) with a warning when the reader cannot l
 
 from __future__ import annotations
 
+import collections
 import functools
 import logging
 import re
@@ -47,6 +48,7 @@ DEFAULT_READER_MODEL = "deepset/minilm-uncased-squad2"
 DISABLED = ("", "none", "off")
 # Context shown around the span: enough to read the sentence, short enough for a table row or long sentence.
 CONTEXT_CHARS = 160
+RECENT_READS = 32  # ReaderModel remembers this many reads (see ReaderModel.read)
 
 _COUNT_WORDS = {"two": 2, "both": 2, "pair": 2, "three": 3, "four": 4, "five": 5}
 _LIST_RE = re.compile(r"\b(two|both|three|four|five)\b", re.IGNORECASE)
@@ -123,6 +125,9 @@ class ReaderModel:
         self._torch = torch
         # One forward at a time per model: the pipeline serves concurrent questions from one cached model.
         self._lock = threading.Lock()
+        # The last few reads: the gate and an eval asking for the scores of an answer just given read the same
+        # question and passages again; a repeat costs nothing.
+        self._recent: collections.OrderedDict[tuple[Any, ...], ReadResult] = collections.OrderedDict()
 
     def _question(self, question: str) -> str:
         ids = self.tokenizer(question, add_special_tokens=False)["input_ids"]
@@ -130,12 +135,28 @@ class ReaderModel:
 
     def read(self, question: str, passages: Sequence[str], top_n: int = 20, max_answer_tokens: int = 30) -> ReadResult:
         """Candidate spans over all `passages` (best first, one per distinct passage/offset pair) and the
-        no-answer score. Passages longer than one window are read in overlapping windows."""
-        import numpy as np
+        no-answer score. Passages longer than one window are read in overlapping windows. The last
+        `RECENT_READS` results are remembered (same question, passages and limits: the same result)."""
 
         idx = [i for i, p in enumerate(passages) if p and p.strip()]
         if not idx or not question.strip():
             return ReadResult()
+        key = (id(self.model), question, tuple(passages), top_n, max_answer_tokens)
+        with self._lock:
+            if key in self._recent:
+                self._recent.move_to_end(key)
+                return self._recent[key]
+        result = self._read(question, passages, idx, top_n, max_answer_tokens)
+        with self._lock:
+            self._recent[key] = result
+            while len(self._recent) > RECENT_READS:
+                self._recent.popitem(last=False)
+        return result
+
+    def _read(self, question: str, passages: Sequence[str], idx: list[int], top_n: int,
+              max_answer_tokens: int) -> ReadResult:
+        import numpy as np
+
         q = self._question(question)
         enc = self.tokenizer([q] * len(idx), [passages[i] for i in idx], truncation="only_second",
                              max_length=self.max_length, stride=self.doc_stride, return_overflowing_tokens=True,
@@ -343,6 +364,75 @@ _SPAN_RE = re.compile(r"\*\*(.+?)\*\*", re.DOTALL)
 def answer_spans(text: str) -> list[str]:
     """The bold answer spans of a reader answer's text (what an eval scores with EM / token F1)."""
     return [m.group(1) for m in _SPAN_RE.finditer(text)]
+
+
+def reader_scores(settings: Any, question: str, evidence: list[Evidence]) -> tuple[float | None, str] | None:
+    """The configured reader's (best span score - no-answer score, best span text) on `evidence`, (None, "")
+    when it finds no span, None when no reader loads. Right after an answer on the same evidence this is the
+    reader's remembered read (ReaderModel.read), not a second one."""
+    if not reader_enabled(settings):
+        return None
+    try:
+        result = ReaderAnswerer(settings).read(question, evidence)
+    except ReaderUnavailable:
+        return None
+    best = result.best
+    return (round(result.gap, 4), best.text) if best is not None else (None, "")
+
+
+class ReaderGate:
+    """The gate can ask the reader: abstain without calling the (LLM) answerer behind it when the reader is
+    confident the evidence holds no answer (`reader_gate = on`).
+
+    The reader reads every evidence passage; when best span score - no-answer score < `margin` (the
+    `reader_gate_margin` setting, far below the reader's own answer margin: only a clear "not in here"), the
+    answer is an abstention with provider `reader-gate` and timing `reader_gate`; otherwise the wrapped answerer
+    answers as usual (its answer carries the gate's timing too). No evidence goes straight to the wrapped
+    answerer, which has its own rule for that.
+    """
+
+    def __init__(self, inner: Any, reader: ReaderAnswerer, margin: float) -> None:
+        self.inner = inner
+        self.reader = reader
+        self.margin = float(margin)
+        self.provider = getattr(inner, "provider", "llm")
+
+    def gap(self, question: str, evidence: list[Evidence]) -> float:
+        """Best span score minus the no-answer score over the evidence (−inf when no span)."""
+        return self.reader.read(question, evidence).gap
+
+    def answer(self, question: str, evidence: list[Evidence], on_token: TokenCallback | None = None,
+               related: list[Hit] | None = None) -> Answer:
+        """An abstention when the reader finds no answer with confidence, else the wrapped answerer's answer."""
+        if not evidence:
+            return self.inner.answer(question, evidence, on_token=on_token, related=related)
+        started = time.perf_counter()
+        gap = self.gap(question, evidence)
+        gate_ms = round((time.perf_counter() - started) * 1000.0, 2)
+        if gap < self.margin:
+            log.info("reader gate: no answer in %d passages (gap %.2f < %.2f); the LLM is not called",
+                     len(evidence), gap, self.margin)
+            related = list(related) if related is not None else [e.hit for e in evidence[:3]]
+            return abstained_answer(question, evidence, related, "reader-gate", {"reader_gate": gate_ms}, on_token)
+        answer = self.inner.answer(question, evidence, on_token=on_token, related=related)
+        answer.timings_ms = {"reader_gate": gate_ms, **answer.timings_ms}
+        return answer
+
+
+def gate_with_reader(answerer: Any, settings: Any) -> Any:
+    """`answerer` behind a ReaderGate when `reader_gate` is on and the reader loads; else `answerer` itself
+    (with a warning when the gate was asked for but the reader cannot load)."""
+    if str(getattr(settings, "reader_gate", "off")).lower() != "on":
+        return answerer
+    if not reader_enabled(settings):
+        log.warning("reader_gate is on but reader_model is %r: no gate", getattr(settings, "reader_model", None))
+        return answerer
+    try:
+        reader = ReaderAnswerer(settings)
+    except ReaderUnavailable as exc:
+        log.warning("%s; reader_gate is off for this answer", exc)
+        return answerer
+    return ReaderGate(answerer, reader, getattr(settings, "reader_gate_margin", -4.0))
 
 
 def make_reader_answerer(settings: Any, embedder: Any = None) -> Any:

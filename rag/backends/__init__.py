@@ -6,6 +6,7 @@
 
     backend, report = resolve_backend("auto", model_path, "embedder", state_dir)   # probe once, remember
     vectors_compatible(recorded_backend, current_backend, report)                  # may vectors mix?
+    ensure_collection_backend(collection, info.embed_backend, embedder, state_dir)  # ModelMismatchError if not
 
 Importing this package is cheap: torch, onnxruntime and sentence-transformers load only when a model does.
 """
@@ -20,6 +21,7 @@ from rag.backends.guard import (
     check_vectors_compatible,
     embedding_agreement,
     kendall_tau,
+    measured_min_cosine,
     probe_backends,
     ranking_agreement,
     remembered_choice,
@@ -37,10 +39,20 @@ from rag.backends.runtime import (
     load_backend,
     load_model,
 )
+from rag.backends.vectors import (
+    describe_backend,
+    embedder_backend,
+    ensure_collection_backend,
+    measure_vector_agreement,
+    remembered_agreement,
+    vectors_backend,
+)
 
 __all__ = [
     "BACKENDS", "EMBED_MIN_COSINE", "RERANK_MIN_KENDALL_TAU", "RERANK_MIN_TOP10_OVERLAP", "GuardResult", "OnnxBackend",
     "PassageWindower", "ProbeReport", "TorchBackend", "check_backend_name", "check_vectors_compatible", "default_cache_dir",
     "embedding_agreement", "kendall_tau", "load_backend", "load_model", "probe_backends", "ranking_agreement",
     "remembered_choice", "resolve_backend", "select_fastest", "top_k_overlap", "vectors_compatible",
+    "describe_backend", "embedder_backend", "ensure_collection_backend", "measure_vector_agreement",
+    "measured_min_cosine", "remembered_agreement", "vectors_backend",
 ]

@@ -301,11 +301,12 @@ def resolve_backend(kind: str, model_path: str, role: str, state_dir: str | os.P
     if model is None:
         model = load_model(model_path, role)
     if kind != "auto":
-        return load_backend(kind, model_path, role, cache_dir, model=model), remembered_choice(state_dir, role, model_path)
+        report = remembered_choice(state_dir, role, model_path)
+        return _with_report(load_backend(kind, model_path, role, cache_dir, model=model), report), report
     report = remembered_choice(state_dir, role, model_path)
     if report is not None and report.chosen in BACKENDS:
         try:
-            return load_backend(report.chosen, model_path, role, cache_dir, model=model), report
+            return _with_report(load_backend(report.chosen, model_path, role, cache_dir, model=model), report), report
         except Exception as exc:  # a deleted cache or a broken runtime: fall through to a fresh probe
             log.warning("remembered %s backend %s no longer loads (%s); probing again", role, report.chosen, exc)
     backends: dict[str, Any] = {}
@@ -322,12 +323,50 @@ def resolve_backend(kind: str, model_path: str, role: str, state_dir: str | os.P
     log.info("%s backend probe: chose %s (%s)", role, report.chosen,
              ", ".join(f"{n} {r.ratio_to_fp32:.2f}x {'ok' if r.passed else 'REJECTED'}" for n, r in report.results.items()))
     remember_choice(state_dir, role, model_path, report)
-    return backends.get(report.chosen) or load_backend(REFERENCE, model_path, role, cache_dir, model=model), report
+    chosen = backends.get(report.chosen) or load_backend(REFERENCE, model_path, role, cache_dir, model=model)
+    return _with_report(chosen, report), report
+
+
+def _with_report(backend: Any, report: ProbeReport | None) -> Any:
+    """Attach the probe report to the backend (`backend.report`): a collection's vector check consults it."""
+    try:
+        backend.report = report
+    except AttributeError:  # an object without instance attributes (only test doubles): nothing to attach to
+        pass
+    return backend
 
 
 # --------------------------------------------------------------------------------------------------
 # collections: may vectors from two backends live in one collection?
 # --------------------------------------------------------------------------------------------------
+
+
+def measured_min_cosine(recorded: str, current: str, guard_results: ProbeReport | dict[str, Any] | None) -> float | None:
+    """The probe's min cosine between two backends' vectors of the same texts, or None when nothing measures it.
+
+    The pairwise value when the probe ran both; otherwise a lower bound from each one's cosine to fp32
+    (angles add: cos(a1 + a2)); None when either backend is missing from the report.
+    """
+    if guard_results is None:
+        return None
+    report = guard_results if isinstance(guard_results, ProbeReport) else ProbeReport.from_dict(guard_results)
+    if recorded == current:
+        return 1.0
+    pairwise = report.pairwise_min_cosine.get(recorded, {}).get(current)
+    if pairwise is None:
+        pairwise = report.pairwise_min_cosine.get(current, {}).get(recorded)
+    if pairwise is not None:
+        return float(pairwise)
+    to_fp32 = []
+    for name in (recorded, current):
+        if name == REFERENCE:
+            to_fp32.append(1.0)
+        elif name in report.results and "min_cosine" in report.results[name].metrics:
+            to_fp32.append(report.results[name].metrics["min_cosine"])
+    if len(to_fp32) < 2:
+        return None
+    angle = sum(math.acos(max(-1.0, min(1.0, c))) for c in to_fp32)
+    return math.cos(min(angle, math.pi))
 
 
 def check_vectors_compatible(recorded_backend: str | None, current_backend: str,
@@ -346,18 +385,7 @@ def check_vectors_compatible(recorded_backend: str | None, current_backend: str,
     if guard_results is None:
         return False, (f"collection vectors came from {recorded}, this process embeds with {current_backend}, and no "
                        "guard measurement compares them; re-embed or set embed_backend to " + recorded)
-    report = guard_results if isinstance(guard_results, ProbeReport) else ProbeReport.from_dict(guard_results)
-    measured = report.pairwise_min_cosine.get(recorded, {}).get(current_backend)
-    if measured is None:
-        to_fp32 = []
-        for name in (recorded, current_backend):
-            if name == REFERENCE:
-                to_fp32.append(1.0)
-            elif name in report.results and "min_cosine" in report.results[name].metrics:
-                to_fp32.append(report.results[name].metrics["min_cosine"])
-        if len(to_fp32) == 2:
-            angle = sum(math.acos(max(-1.0, min(1.0, c))) for c in to_fp32)
-            measured = math.cos(min(angle, math.pi))
+    measured = measured_min_cosine(recorded, current_backend, guard_results)
     if measured is None:
         return False, f"no guard measurement for {recorded} vs {current_backend}; re-embed or set embed_backend to {recorded}"
     if measured >= min_cosine:

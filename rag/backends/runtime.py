@@ -85,6 +85,11 @@ class TorchBackend:
         self.kind = "torch-bf16" if bf16 else "torch-fp32"
         self._bf16 = bf16
 
+    @property
+    def base_model(self) -> Any:
+        """The wrapped sentence-transformers model (other backends of the same weights are built from it)."""
+        return self._model
+
     def _run(self, fn: Callable[[], Any]) -> Any:
         if not self._bf16:
             return fn()
@@ -129,6 +134,11 @@ class OnnxBackend:
         self.onnx_path = onnx_path
         self.exported = exported  # True when this load had to export (or quantize) the model
         self._lock = threading.Lock()
+
+    @property
+    def base_model(self) -> Any:
+        """The wrapped sentence-transformers model (tokenization, and other backends of the same weights)."""
+        return self._model
 
     def _run_batches(self, items: list[Any], batch_size: int, length: Callable[[Any], int]) -> np.ndarray:
         if batch_size <= 0:

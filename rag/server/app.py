@@ -13,18 +13,19 @@ import uuid
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Literal
 
-from fastapi import Depends, FastAPI, File, Query, UploadFile
-from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
+from fastapi import Depends, FastAPI, File, Query, Request, UploadFile
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from rag.access import AccessDenied, Action, Caller, Role
 from rag.models import SearchFilter
 from rag.pipeline import check_path_text, confine_to_roots
-from rag.server.app_support import answer_payload, caller_dep, sse, stream_answer
+from rag.server.app_support import answer_payload, caller_dep, json_response, request_caller, sse, stream_answer
 from rag.server.errors import ApiError, error_body, exception_to_error, install_error_handlers
 from rag.server.mcp_server import McpAuthMiddleware, build_mcp
 from rag.server.openai_api import router as openai_router
 from rag.server.state import ServerState
+from rag.server.ui_mount import mount_gradio
 from ui.uploads import safe_upload_name
 from ui.viewer import viewer_router
 
@@ -185,16 +186,16 @@ def create_app(state: ServerState, mount_ui: bool = True, mount_mcp: bool = True
         return {"status": "ok"}
 
     # ---------------------------------------------------------------- search / ask
-    @app.post(f"{API}/search", tags=["query"])
-    def search(body: SearchRequest, caller: Caller = Depends(caller_dep)) -> dict[str, Any]:
+    @app.post(f"{API}/search", tags=["query"], response_model=None)
+    def search(body: SearchRequest, caller: Caller = Depends(caller_dep)) -> Response:
         """Retrieve passages (mode, k, filters); only chunks the caller's labels allow."""
         pipeline = state.pipeline(body.collection)
         flt = body.filters.to_filter() if body.filters else None
         result = pipeline.search(body.query, k=body.k, mode=body.mode, flt=flt, caller=caller)
-        return result.to_dict()
+        return json_response(result.to_dict())  # serialized here, in the worker thread (see json_response)
 
     @app.post(f"{API}/ask", tags=["query"], response_model=None)
-    async def ask(body: AskRequest, caller: Caller = Depends(caller_dep)) -> Any:
+    async def ask(body: AskRequest, request: Request, caller: Caller = Depends(caller_dep)) -> Any:
         """Answer with validated citations; `"stream": true` sends SSE `token` events then one `answer` event."""
         pipeline = state.pipeline(body.collection)
         limit = int(getattr(settings, "max_question_chars", MAX_QUESTION_CHARS))
@@ -206,10 +207,11 @@ def create_app(state: ServerState, mount_ui: bool = True, mount_mcp: bool = True
         if not body.stream:
             answer = await asyncio.to_thread(pipeline.ask, body.question, flt=flt, history=history,
                                              mode=body.mode, caller=caller)
-            return answer_payload(answer)
+            return json_response(answer_payload(answer))
 
         async def events() -> AsyncIterator[str]:
-            async for kind, value in stream_answer(pipeline, body.question, caller, flt, history, body.mode):
+            async for kind, value in stream_answer(pipeline, body.question, caller, flt, history, body.mode,
+                                                   request=request):
                 if kind == "token":
                     yield sse("token", {"text": value})
                 elif kind == "answer":
@@ -372,7 +374,7 @@ def create_app(state: ServerState, mount_ui: bool = True, mount_mcp: bool = True
     # ---------------------------------------------------------------- source viewer (ui.viewer)
     # Page images, document text, downloads and the viewer page, keyed by chunk id, as the API caller.
     # (The UI serves the same routes inside its own app at <ui>/sources/, as the UI session's caller.)
-    app.include_router(viewer_router(lambda request, collection: (state.pipeline(collection), caller_dep(request)),
+    app.include_router(viewer_router(lambda request, collection: (state.pipeline(collection), request_caller(request)),
                                      prefix=f"{API}/sources"))
 
     # ---------------------------------------------------------------- OpenAI-compatible, MCP, UI
@@ -393,50 +395,3 @@ def passage_dict(chunk) -> dict[str, Any]:
             "section": chunk.section, "char_start": chunk.char_start, "char_end": chunk.char_end,
             "chunk_index": chunk.chunk_index, "chunk_count": chunk.chunk_count, "acl": list(chunk.acl),
             "ingested_at": chunk.ingested_at, "boxes": [list(b) for b in chunk.boxes]}
-
-
-def mount_gradio(app: FastAPI, state: ServerState, path: str = "/ui") -> None:
-    """Mount the Gradio UI.
-
-    With keys configured, the UI asks for a sign-in: user = the key's name, password = the key. Each
-    request's Caller is then the signed-in key's (labels and role), resolved per request, so a revoked
-    key loses access at once. Without keys (loopback only) every session is the local operator.
-    """
-    import gradio as gr  # heavy: imported only when the UI is mounted
-
-    from rag.access import Role
-    from ui.app import build_app
-    from ui.context import default_caller
-
-    pipeline = state.pipelines[state.settings.collection]
-    roots = [str(r) for r in state.ingest_roots]
-    signed_in = state.keys.any_active()
-    nobody = Caller(name="signed-out", labels=(), role=Role.READER)
-
-    def session_caller(request: Any) -> Caller:
-        username = getattr(request, "username", None) if request is not None else None
-        if username:
-            return state.keys.caller_for_name(username) or nobody  # revoked since sign-in: sees nothing
-        # A key created after start-up closes the open (operator) UI too; restart to get the sign-in form.
-        return nobody if state.keys.any_active() else default_caller(state.settings)
-
-    demo = build_app(state.settings, pipeline, ingest_roots=roots, caller=session_caller)
-
-    def check(username: str, password: str) -> bool:
-        caller = state.keys.authenticate(password)
-        return caller is not None and caller.name == username
-
-    options: dict[str, Any] = {}
-    try:
-        from ui.web import server_options  # upload limit and same-origin guard for the UI's own routes
-
-        options = server_options(state.settings, demo)
-    except ImportError:
-        pass
-    gr.mount_gradio_app(app, demo, path=path, auth=check if signed_in else None,
-                        auth_message="Sign in with your key's name and the API key (rag keys create NAME ...)",
-                        show_error=False, footer_links=[], **options)
-    if path not in ("", "/"):
-        @app.get("/", include_in_schema=False)
-        def root() -> RedirectResponse:
-            return RedirectResponse(url=f"{path}/")

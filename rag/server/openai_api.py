@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from rag.access import Caller
 from rag.models import Answer
-from rag.server.app_support import caller_dep, get_state, stream_answer
+from rag.server.app_support import caller_dep, dumps, get_state, json_response, stream_answer
 from rag.server.errors import ApiError, exception_to_error
 
 router = APIRouter(tags=["openai"])
@@ -119,23 +119,23 @@ async def chat_completions(body: ChatRequest, request: Request, caller: Caller =
     if not body.stream:
         answer = await asyncio.to_thread(pipeline.ask, question, history=history, caller=caller)
         content = answer.text + sources_block(answer)
-        return {
+        return json_response({
             "id": completion_id, "object": "chat.completion", "created": created, "model": body.model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
                          "finish_reason": "stop", "logprobs": None}],
             "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
             "citations": citations_field(answer), "abstained": answer.abstained,
-        }
+        })
 
     def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
         payload = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": body.model,
                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}], **extra}
-        return f"data: {json.dumps(payload, ensure_ascii=False, default=str)}\n\n"
+        return f"data: {dumps(payload).decode('utf-8')}\n\n"
 
     async def events() -> AsyncIterator[str]:
         yield chunk({"role": "assistant", "content": ""})
         streamed: list[str] = []
-        async for kind, value in stream_answer(pipeline, question, caller, history=history):
+        async for kind, value in stream_answer(pipeline, question, caller, history=history, request=request):
             if kind == "token":
                 streamed.append(value)
                 yield chunk({"content": value})

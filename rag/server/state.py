@@ -76,10 +76,13 @@ class ServerState:
                            field="collection")
         return found
 
-    def run_ingest(self, collection: str, paths: list[str], acl: list[str] | None, caller: Caller) -> Any:
-        """What the job writer calls: the pipeline's ingest, confined to the ingest roots and the upload folder."""
+    def run_ingest(self, collection: str, paths: list[str], acl: list[str] | None, caller: Caller,
+                   monitor: Any = None) -> Any:
+        """What the job writer calls: the pipeline's ingest, confined to the ingest roots and the upload folder.
+        `monitor` (ingest.jobs.JobMonitor) records the job's progress and passes a cancel on."""
         roots = [*self.ingest_roots, self.upload_root]
-        return self.pipeline(collection).ingest(paths, acl=acl, progress=False, caller=caller, roots=roots)
+        return self.pipeline(collection).ingest(paths, acl=acl, progress=False, caller=caller, roots=roots,
+                                                monitor=monitor)
 
     def start_watching(self, folders: list[str] | None = None) -> None:
         """Watch `folders` (labels: the operator's) and the `watch` setting's folders; each burst of changes

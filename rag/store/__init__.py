@@ -31,15 +31,17 @@ from rag.store.base import (
 )
 from rag.store.edge import EdgeStore
 from rag.store.server import ServerStore
+from rag.store.vector_index import VectorIndexConfig
 
 __all__ = [
     "DENSE", "SPARSE", "SCROLL_PAGE", "INDEXED_FIELDS", "INTERNAL_FIELDS", "CollectionInfo", "ScoredChunk", "Store",
-    "StoredPoint", "EdgeStore", "ServerStore", "dir_prefixes", "open_store",
+    "StoredPoint", "EdgeStore", "ServerStore", "VectorIndexConfig", "dir_prefixes", "open_store",
 ]
 
 
 def open_store(settings: Any) -> Store:
     """ServerStore when `settings.qdrant_url` is set, else the embedded EdgeStore under `settings.qdrant_path`."""
+    index = VectorIndexConfig.from_settings(settings)
     if settings.qdrant_url:
-        return ServerStore(settings.collection, url=settings.qdrant_url, api_key=settings.qdrant_api_key)
-    return EdgeStore(settings.qdrant_path, settings.collection)
+        return ServerStore(settings.collection, url=settings.qdrant_url, api_key=settings.qdrant_api_key, index=index)
+    return EdgeStore(settings.qdrant_path, settings.collection, index)

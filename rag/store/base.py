@@ -59,9 +59,16 @@ class CollectionInfo:
     bm25_language: str = "english"
     created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
     schema_version: int = 1
+    # The rag.backends backend the dense vectors came from (torch-fp32, torch-bf16, onnx-fp32, onnx-int8).
+    # None: not recorded (collections from before backends), which means torch-fp32.
+    embed_backend: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The stored form (JSON-ready); an unrecorded embed backend is left out, as in older collections."""
+        data = dataclasses.asdict(self)
+        if data["embed_backend"] is None:  # unrecorded: stored exactly as before backends existed
+            del data["embed_backend"]
+        return data
 
     def bm25_encoder(self) -> BM25Encoder:
         """The BM25 encoder this collection's sparse vectors were built with (queries must use the same)."""
@@ -115,6 +122,8 @@ class Leg(NamedTuple):
     vector: Any
     filter: Any
     limit: int
+    with_payload: bool = True  # False: ids and scores only (payloads fetched later for the final top-k)
+    exact: bool = False  # True: exact (brute-force) dense search, the ground truth for recall checks
 
 
 # --------------------------------------------------------------------------------------------------
@@ -326,14 +335,21 @@ class Store(ABC):
         return [decode_chunk(i, by_id[str(i)].payload) for i in ids if str(i) in by_id]
 
     def search(
-        self, dense: list[float] | None, sparse: SparseVector | None, flt: SearchFilter | None, limit: int
+        self, dense: list[float] | None, sparse: SparseVector | None, flt: SearchFilter | None, limit: int,
+        with_payload: bool = True, exact: bool = False,
     ) -> tuple[list[ScoredChunk], list[ScoredChunk]]:
-        """Top-`limit` per leg (dense, bm25) in ONE engine call, same filter on both; a None leg is []."""
+        """Top-`limit` per leg (dense, bm25) in ONE engine call, same filter on both; a None leg is [].
+
+        `with_payload=False` returns chunks that carry only their id (fetch the ones you keep with
+        `retrieve`): reading 2 x `limit` payloads costs more than the search itself at scale.
+        `exact=True` searches the dense leg exhaustively (the ground truth of recall checks).
+        """
         self._check_open()
         if self._info is None or matches_nothing(flt) or limit <= 0:
             return [], []
         engine_filter = self._filter(flt)
-        legs = [Leg(name, vector, engine_filter, limit) for name, vector in self._query_legs(dense, sparse)]
+        legs = [Leg(name, vector, engine_filter, limit, with_payload, exact)
+                for name, vector in self._query_legs(dense, sparse)]
         if not legs:
             return [], []
         results = self._query_batch(legs)
@@ -377,6 +393,10 @@ class Store(ABC):
     def disk_bytes(self) -> int:
         """Bytes on disk used by the collection (0 when the backend cannot tell)."""
         return 0
+
+    def index_config(self) -> dict[str, Any] | None:
+        """The dense index as the engine recorded it ({quantization, hnsw_m, hnsw_ef_construct}); None: unknown."""
+        return None
 
     def optimize(self) -> None:
         """Build search indexes now (HNSW, payload); a no-op where the backend does it by itself."""

@@ -20,6 +20,7 @@ from typing import Any, Callable, Sequence
 
 from rag.errors import StoreError, StoreLockedError
 from rag.store.base import DENSE, SPARSE, CollectionInfo, Leg, RawPoint, Store, StoredPoint, dense_of
+from rag.store.vector_index import VectorIndexConfig
 
 META_FILE = "collection.json"
 
@@ -127,7 +128,10 @@ class EdgeStore(Store):
     returns the points survive the process being killed (checked: kill -9 right after an upsert loses nothing).
     """
 
-    def __init__(self, root: str | os.PathLike[str], collection: str) -> None:
+    def __init__(self, root: str | os.PathLike[str], collection: str, index: VectorIndexConfig | None = None) -> None:
+        # Build-time parts of `index` apply when this store creates the collection; search-time parts
+        # (rescore, oversampling, hnsw_ef, ACORN) to every dense query.
+        self.index = index or VectorIndexConfig()
         self.collection = collection
         self.root = Path(root).expanduser().resolve()
         self.path = self.root / collection
@@ -184,10 +188,27 @@ class EdgeStore(Store):
         return _qe().Filter(must=list(must) or None, should=list(should) or None, must_not=list(must_not) or None)
 
     # -- reads -----------------------------------------------------------------------------------
+    def _search_params(self, leg: Leg) -> Any:
+        """The dense leg's SearchParams (ef, quantization rescoring, ACORN); None for the sparse leg."""
+        if leg.name != DENSE:
+            return None
+        qe = _qe()
+        if leg.exact:
+            return qe.SearchParams(exact=True, quantization=qe.QuantizationSearchParams(ignore=True))
+        ix = self.index
+        return qe.SearchParams(
+            hnsw_ef=ix.hnsw_ef,
+            quantization=(qe.QuantizationSearchParams(rescore=ix.rescore, oversampling=ix.oversampling)
+                          if ix.quantization != "none" else None),
+            acorn=(qe.AcornSearchParams(enable=True, max_selectivity=ix.acorn_max_selectivity)
+                   if ix.acorn and leg.filter is not None else None),
+        )
+
     def _query_batch(self, legs: list[Leg]) -> list[list[RawPoint]]:
         qe = _qe()
         requests = [
-            qe.QueryRequest(limit=leg.limit, filter=leg.filter, with_payload=True,
+            qe.QueryRequest(limit=leg.limit, filter=leg.filter, with_payload=leg.with_payload,
+                            params=self._search_params(leg),
                             query=qe.Query.Nearest(list(leg.vector) if leg.name == DENSE else qe.SparseVector(*leg.vector),
                                                    using=leg.name))
             for leg in legs
@@ -246,9 +267,22 @@ class EdgeStore(Store):
         with _HANDLES_LOCK:
             if self._handle.shard is not None:  # another store in this process created it meanwhile
                 return
+            ix = self.index
+            quantization = {
+                "none": None,
+                "scalar": lambda: qe.ScalarQuantizationConfig(type=qe.ScalarType.Int8, quantile=0.99, always_ram=True),
+                "binary": lambda: qe.BinaryQuantizationConfig(always_ram=True),
+            }[ix.quantization]
             config = qe.EdgeConfig(
-                vectors={DENSE: qe.EdgeVectorParams(size=int(info.dimension), distance=qe.Distance.Cosine)},
+                vectors={DENSE: qe.EdgeVectorParams(
+                    size=int(info.dimension), distance=qe.Distance.Cosine,
+                    quantization_config=quantization() if quantization else None,
+                    hnsw_config=qe.HnswIndexConfig(m=ix.hnsw_m, ef_construct=ix.hnsw_ef_construct,
+                                                   full_scan_threshold=ix.full_scan_threshold_kb,
+                                                   payload_m=ix.hnsw_payload_m))},
                 sparse_vectors={SPARSE: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
+                optimizers=(qe.EdgeOptimizersConfig(indexing_threshold=ix.indexing_threshold_kb)
+                            if ix.indexing_threshold_kb is not None else None),
             )
             self.path.mkdir(parents=True, exist_ok=True)
             try:
@@ -309,6 +343,15 @@ class EdgeStore(Store):
                     pass  # a segment file replaced by the optimizer while we walk
         return total
 
+    def index_config(self) -> dict[str, Any] | None:
+        # Read back what the engine persisted with the shard (edge_config.json), not what we asked for.
+        path = self.path / "edge_config.json"
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return _index_config_of(data)
+
     def optimize(self) -> None:
         """Build HNSW and payload indexes over the appended segments (blocking; minutes at 100k points)."""
         if self._shard is not None:
@@ -321,3 +364,16 @@ class EdgeStore(Store):
     def __repr__(self) -> str:
         return f"EdgeStore(path={str(self.path)!r})"
 
+
+
+def _index_config_of(edge_config: dict[str, Any]) -> dict[str, Any] | None:
+    """{quantization, hnsw_m, hnsw_ef_construct} of the dense vector in a persisted Edge config."""
+    vectors = edge_config.get("vectors") or edge_config.get("vector_data") or {}
+    dense = vectors.get(DENSE) if isinstance(vectors, dict) else None
+    if not isinstance(dense, dict):
+        return None
+    quant = dense.get("quantization_config") or edge_config.get("quantization_config")
+    hnsw = dense.get("hnsw_config") or edge_config.get("hnsw_config") or {}
+    kind = "none" if not quant else "scalar" if "scalar" in quant else "binary" if "binary" in quant else next(iter(quant))
+    return {"quantization": kind, "hnsw_m": hnsw.get("m"), "hnsw_ef_construct": hnsw.get("ef_construct"),
+            "hnsw_payload_m": hnsw.get("payload_m")}

@@ -13,6 +13,7 @@ from typing import Any, Callable, Sequence
 
 from rag.errors import ConfigError, StoreError, StoreLockedError
 from rag.store.base import DENSE, SPARSE, CollectionInfo, Leg, RawPoint, Store, StoredPoint, dense_of
+from rag.store.vector_index import VectorIndexConfig
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +41,13 @@ class ServerStore(Store):
         path: str | None = None,
         timeout: int = 30,
         client: Any = None,
+        index: VectorIndexConfig | None = None,
     ) -> None:
         from qdrant_client import QdrantClient  # heavy; see _qm
 
+        # As in EdgeStore: quantization and HNSW apply when this store creates the collection, the
+        # search-time settings to every dense query. (Local mode accepts and records them but scans.)
+        self.index = index or VectorIndexConfig()
         self.collection = collection
         self.where = url or location or path or "qdrant"
         try:
@@ -61,6 +66,8 @@ class ServerStore(Store):
                                        "Qdrant server via RAG_QDRANT_URL") from exc
             raise StoreError(f"cannot reach Qdrant at {self.where} ({type(exc).__name__}: {exc}); "
                              "check RAG_QDRANT_URL and that the server is running") from exc
+        # Local mode always scans exactly and warns on every query that search params do nothing.
+        self._local = type(getattr(self.client, "_client", None)).__name__ == "QdrantLocal"
         self._open()
 
     def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -88,11 +95,28 @@ class ServerStore(Store):
         return _qm().Filter(must=list(must) or None, should=list(should) or None, must_not=list(must_not) or None)
 
     # -- reads -----------------------------------------------------------------------------------
+    def _search_params(self, leg: Leg) -> Any:
+        """The dense leg's SearchParams (ef, quantization rescoring, ACORN); None for the sparse leg."""
+        if leg.name != DENSE or self._local:
+            return None
+        qm = _qm()
+        if leg.exact:
+            return qm.SearchParams(exact=True, quantization=qm.QuantizationSearchParams(ignore=True))
+        ix = self.index
+        return qm.SearchParams(
+            hnsw_ef=ix.hnsw_ef,
+            quantization=(qm.QuantizationSearchParams(rescore=ix.rescore, oversampling=ix.oversampling)
+                          if ix.quantization != "none" else None),
+            acorn=(qm.AcornSearchParams(enable=True, max_selectivity=ix.acorn_max_selectivity)
+                   if ix.acorn and leg.filter is not None else None),
+        )
+
     def _query_batch(self, legs: list[Leg]) -> list[list[RawPoint]]:
         qm = _qm()
         requests = [
             qm.QueryRequest(query=list(leg.vector) if leg.name == DENSE else qm.SparseVector(indices=leg.vector[0], values=leg.vector[1]),
-                            using=leg.name, filter=leg.filter, limit=leg.limit, with_payload=True)
+                            using=leg.name, filter=leg.filter, limit=leg.limit, with_payload=leg.with_payload,
+                            params=self._search_params(leg))
             for leg in legs
         ]
         responses = self._call("query_batch_points", self.client.query_batch_points, self.collection, requests)
@@ -137,9 +161,23 @@ class ServerStore(Store):
 
     def _create_collection(self, info: CollectionInfo) -> None:
         qm = _qm()
+        ix = self.index
+        quantization = {
+            "none": None,
+            "scalar": lambda: qm.ScalarQuantization(scalar=qm.ScalarQuantizationConfig(
+                type=qm.ScalarType.INT8, quantile=0.99, always_ram=True)),
+            "binary": lambda: qm.BinaryQuantization(binary=qm.BinaryQuantizationConfig(always_ram=True)),
+        }[ix.quantization]
         self._call("create_collection", self.client.create_collection, self.collection,
-                   vectors_config={DENSE: qm.VectorParams(size=int(info.dimension), distance=qm.Distance.COSINE)},
-                   sparse_vectors_config={SPARSE: qm.SparseVectorParams(modifier=qm.Modifier.IDF)})
+                   vectors_config={DENSE: qm.VectorParams(
+                       size=int(info.dimension), distance=qm.Distance.COSINE,
+                       quantization_config=quantization() if quantization else None,
+                       hnsw_config=qm.HnswConfigDiff(m=ix.hnsw_m, ef_construct=ix.hnsw_ef_construct,
+                                                     full_scan_threshold=ix.full_scan_threshold_kb,
+                                                     payload_m=ix.hnsw_payload_m))},
+                   sparse_vectors_config={SPARSE: qm.SparseVectorParams(modifier=qm.Modifier.IDF)},
+                   optimizers_config=(qm.OptimizersConfigDiff(indexing_threshold=ix.indexing_threshold_kb)
+                                      if ix.indexing_threshold_kb is not None else None))
 
     def _create_index(self, field_name: str, kind: str) -> None:
         qm = _qm()
@@ -155,6 +193,21 @@ class ServerStore(Store):
 
     def _write_info(self, info: CollectionInfo) -> None:
         self._call("update_collection", self.client.update_collection, self.collection, metadata={META_KEY: info.to_dict()})
+
+    def index_config(self) -> dict[str, Any] | None:
+        # What the server reports for the collection (per-vector settings, else the collection's).
+        config = self._call("get_collection", self.client.get_collection, self.collection).config
+        params = config.params.vectors
+        dense = params.get(DENSE) if isinstance(params, dict) else None
+        if dense is None:
+            return None
+        quant = dense.quantization_config or config.quantization_config
+        hnsw = dense.hnsw_config or config.hnsw_config
+        kind = ("none" if quant is None else "scalar" if getattr(quant, "scalar", None) is not None
+                else "binary" if getattr(quant, "binary", None) is not None else type(quant).__name__)
+        return {"quantization": kind, "hnsw_m": getattr(hnsw, "m", None),
+                "hnsw_ef_construct": getattr(hnsw, "ef_construct", None),
+                "hnsw_payload_m": getattr(hnsw, "payload_m", None)}
 
     def _drop_collection(self) -> None:
         self._call("delete_collection", self.client.delete_collection, self.collection)

@@ -10,6 +10,9 @@ SQuAD 2.0 style:
 - a window that holds the whole answer targets the answer's first and last tokens; an unanswerable question,
   or a window that does not hold the answer, targets the [CLS] token (index 0), which is how the reader
   learns its no-answer score;
+- a share of the questions (`distractor_share`) also reads a distractor: the other paragraph of the same
+  article that shares most words with the question and holds none of its gold answers, targeting [CLS], so
+  the no-answer score is learnt across passages as the product uses it (retrieved passages compete);
 - the doc-QA format has answer strings, not offsets, so each answer is located in the gold paragraph
   (exact match first, then case-insensitive); a question whose answer cannot be found is skipped.
 
@@ -29,6 +32,7 @@ import json
 import logging
 import math
 import random
+import re
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -58,6 +62,18 @@ class ReaderTrainConfig:
     max_steps: int | None = None  # cap (tests, smoke runs)
     bf16: bool = True  # CPU autocast: ~2x faster here (FACTS: avx512_bf16); weights and optimizer stay fp32
     seed: int = 0
+    # Keep the word embeddings as pretrained: a few thousand questions cannot improve 30k vocabulary rows, and not
+    # updating them saves their dense gradient and optimizer step (~8 % of a step here).
+    freeze_embeddings: bool = True
+    # Also keep the lowest N transformer layers as pretrained (0 = train all). Autograd then builds no graph
+    # below the first trained layer, so a step costs about (1 + 2 * trained share) / 3 of a full one: the lever
+    # when the CPU budget buys only a fraction of an epoch (the lower layers' token features transfer as is).
+    freeze_layers: int = 0
+    # Share of questions that also get a distractor passage (another paragraph of the same article, the one
+    # sharing most words with the question, holding no gold answer) targeting [CLS]. At answer time the reader
+    # reads every retrieved passage and must say "not here" for the wrong ones on the same scale; trained on
+    # gold paragraphs alone it has never seen a wrong passage and its no-answer score there is uncalibrated.
+    distractor_share: float = 0.5
     save_every_epoch: bool = False  # also write <out_dir>/epoch-<k>/ after each epoch but the last
     save_every_steps: int | None = None  # also (over)write <out_dir>/checkpoint/ every N steps (long runs)
     # Wall-clock budget in seconds: the learning rate decays linearly in max(step share, time share) and
@@ -84,7 +100,8 @@ class ReaderTrainReport:
     base_model: str
     questions: int
     examples: int
-    unanswerable: int
+    unanswerable: int  # including distractor examples
+    distractors: int
     skipped_unlocated: int
     features: int
     steps: int
@@ -158,24 +175,31 @@ def locate_answer(context: str, answer: str) -> int | None:
 def _paragraphs(doc_path: Path, cache: dict[Path, list[str]]) -> list[str]:
     """Blank-line-separated blocks after the `# Title` line (the doc-QA `paragraph_index` convention)."""
     if doc_path not in cache:
-        import re
-
         text = doc_path.read_text(encoding="utf-8")
         body = text.split("\n", 1)[1] if text.startswith("# ") else text
         cache[doc_path] = [p.strip() for p in re.split(r"\n\s*\n", body) if p.strip()]
     return cache[doc_path]
 
 
-def build_examples(questions: Iterable[dict[str, Any]], docs: str | Path | None = None) -> tuple[list[ReaderExample], int]:
+def build_examples(questions: Iterable[dict[str, Any]], docs: str | Path | None = None,
+                   distractor_share: float = 0.0, seed: int = 0) -> tuple[list[ReaderExample], int]:
     """Reader examples from doc-QA rows, and how many answerable rows were skipped (answer not found).
 
     The context is the row's `paragraph`; without one it is read from `docs/<doc>` at `paragraph_index`.
     The first gold answer that occurs in the context is the target (SQuAD lists the crowd's first answer first).
+    With `docs` and `distractor_share` > 0, a seeded share of the rows also yields a no-answer example whose
+    context is `distractor_paragraph` (ids end in `#distractor`).
     """
     cache: dict[Path, list[str]] = {}
     examples: list[ReaderExample] = []
     skipped = 0
+    rng = random.Random(seed)
     for row in questions:
+        if distractor_share > 0 and docs is not None and row.get("doc") is not None and rng.random() < distractor_share:
+            other = distractor_paragraph(row, _paragraphs(Path(docs) / str(row["doc"]), cache))
+            if other is not None:
+                examples.append(ReaderExample(f"{row.get('id', len(examples))}#distractor", str(row["question"]),
+                                              other, None))
         context = str(row.get("paragraph") or "")
         if not context and docs is not None and row.get("doc") is not None:
             paras = _paragraphs(Path(docs) / str(row["doc"]), cache)
@@ -196,6 +220,38 @@ def build_examples(questions: Iterable[dict[str, Any]], docs: str | Path | None 
         else:
             skipped += 1
     return examples, skipped
+
+
+_WORD_RE = re.compile(r"[^\W_]{3,}")
+
+
+def _words(text: str) -> set[str]:
+    """Lower-cased words of 3+ letters or digits (a crude content-word set for picking distractors)."""
+    return set(_WORD_RE.findall(text.lower()))
+
+
+def distractor_paragraph(row: dict[str, Any], paragraphs: Sequence[str]) -> str | None:
+    """The paragraph of the row's article that retrieval would most likely confuse with its gold one.
+
+    Among the article's paragraphs other than the row's own (`paragraph_index` / `paragraph`), the one sharing
+    most content words with the question; paragraphs containing a gold answer (case-insensitive) are never
+    chosen, so the [CLS] target is not a false negative. None when there is no such paragraph.
+    """
+    gold = str(row.get("paragraph") or "").strip()
+    idx = int(row.get("paragraph_index", -1))
+    answers = [str(a).lower() for a in row.get("answers") or [] if str(a).strip()]
+    q = _words(str(row.get("question", "")))
+    best, best_overlap = None, -1
+    for i, para in enumerate(paragraphs):
+        if i == idx or para.strip() == gold:
+            continue
+        low = para.lower()
+        if any(a in low for a in answers):
+            continue
+        overlap = len(q & _words(para))
+        if overlap > best_overlap:
+            best, best_overlap = para, overlap
+    return best
 
 
 def build_features(tokenizer: Any, examples: Sequence[ReaderExample], max_length: int, doc_stride: int,
@@ -290,7 +346,7 @@ def train_reader(train_questions: Sequence[dict[str, Any]], docs: str | Path | N
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
 
-    examples, skipped = build_examples(train_questions, docs)
+    examples, skipped = build_examples(train_questions, docs, cfg.distractor_share, cfg.seed)
     if not examples:
         raise RagError("no usable training questions: each needs a question, a paragraph and (when answerable) "
                        "an answer string found in that paragraph")
@@ -308,14 +364,26 @@ def train_reader(train_questions: Sequence[dict[str, Any]], docs: str | Path | N
     total = per_epoch * cfg.epochs
     if cfg.max_steps is not None:
         total = min(total, cfg.max_steps)
-    log.info("reader training: %d questions -> %d examples (%d skipped) -> %d windows; %d steps",
-             len(train_questions), len(examples), skipped, n, total)
+    log.info("reader training: %d questions -> %d examples (%d skipped, %d distractors) -> %d windows; %d steps",
+             len(train_questions), len(examples), skipped, sum(e.id.endswith("#distractor") for e in examples), n,
+             total)
 
+    if cfg.freeze_embeddings or cfg.freeze_layers:
+        model.get_input_embeddings().weight.requires_grad_(False)
+    if cfg.freeze_layers:
+        for p in model.base_model.embeddings.parameters():  # positions and LayerNorm too: nothing below trains
+            p.requires_grad_(False)
+        layers = model.base_model.encoder.layer
+        if cfg.freeze_layers >= len(layers):
+            raise ConfigError(f"freeze_layers {cfg.freeze_layers} leaves none of the {len(layers)} layers to train")
+        for layer in layers[: cfg.freeze_layers]:
+            for p in layer.parameters():
+                p.requires_grad_(False)
     head = [p for name, p in model.named_parameters() if name.startswith("qa_outputs")]
     head_ids = {id(p) for p in head}
     decay, no_decay = [], []
     for name, p in model.named_parameters():
-        if id(p) in head_ids:
+        if id(p) in head_ids or not p.requires_grad:
             continue
         (no_decay if name.endswith("bias") or "LayerNorm" in name or "layer_norm" in name else decay).append(p)
     optimizer = torch.optim.AdamW([
@@ -371,8 +439,16 @@ def train_reader(train_questions: Sequence[dict[str, Any]], docs: str | Path | N
             ema = value if ema is None else 0.95 * ema + 0.05 * value
             bar.set_postfix(loss=f"{ema:.3f}", epoch=epoch + 1)
             bar.update(1)
+            if step % 25 == 0:  # a plain log line too: tqdm's bar is unreadable in a log file
+                log.info("reader step %d/%d, loss %.3f, %.1f s/step", step, total, ema,
+                         (time.perf_counter() - train_started) / step)
             if cfg.save_every_steps and step % cfg.save_every_steps == 0 and step < total:
+                # Overwritten in place: an interrupted run continues from here with --base <out>/checkpoint.
                 _save(model, tokenizer, out / "checkpoint")
+                (out / "checkpoint" / REPORT_FILE).write_text(json.dumps(
+                    {"step": step, "of": total, "loss_ema": ema, "config": asdict(cfg)}, indent=2), encoding="utf-8")
+                log.info("reader checkpoint at step %d/%d (loss %.3f) in %s", step, total, ema or 0.0,
+                         out / "checkpoint")
                 model.train()
         if cfg.save_every_epoch and epoch < cfg.epochs - 1 and step < total:
             _save(model, tokenizer, out / f"epoch-{epoch + 1}")
@@ -381,7 +457,8 @@ def train_reader(train_questions: Sequence[dict[str, Any]], docs: str | Path | N
     _save(model, tokenizer, out)
     report = ReaderTrainReport(
         out_dir=str(out), base_model=base, questions=len(train_questions), examples=len(examples),
-        unanswerable=sum(1 for e in examples if e.answer_start is None), skipped_unlocated=skipped, features=n,
+        unanswerable=sum(1 for e in examples if e.answer_start is None),
+        distractors=sum(1 for e in examples if e.id.endswith("#distractor")), skipped_unlocated=skipped, features=n,
         steps=step, seconds=round(time.perf_counter() - started, 1), final_loss=None if ema is None else round(ema, 4),
         config=asdict(cfg))
     (out / REPORT_FILE).write_text(json.dumps(report.to_dict(), indent=2), encoding="utf-8")
@@ -428,6 +505,17 @@ def main(args: argparse.Namespace, settings: Any = None) -> int:
     rows = load_reader_questions(args.train, limit=getattr(args, "limit", None))
     docs = Path(args.train) / "docs"
     cfg = ReaderTrainConfig(epochs=getattr(args, "epochs", None) or 1)
+    # Optional knobs (flags only `rag tune --reader` has); unset ones keep the ReaderTrainConfig defaults.
+    for flag, attr in (("reader_lr", "lr"), ("window", "max_length"), ("doc_stride", "doc_stride"),
+                       ("max_steps", "max_steps"), ("checkpoint_every", "save_every_steps"),
+                       ("distractors", "distractor_share"), ("freeze_layers", "freeze_layers")):
+        value = getattr(args, flag, None)
+        if value is not None:
+            setattr(cfg, attr, value)
+    if getattr(args, "time_budget", None):
+        cfg.time_budget_s = float(args.time_budget) * 60.0
+    if not 0.0 <= cfg.distractor_share <= 1.0:
+        raise ConfigError(f"--distractors is {cfg.distractor_share}; give a share between 0 and 1")
     report = train_reader(rows, docs if docs.is_dir() else None, base, args.out, cfg)
     if getattr(args, "json", False):
         print(json.dumps(report.to_dict()))

@@ -1,0 +1,255 @@
+"""Background ingest yields the CPU to searches: a server's ingest jobs parse, chunk and embed in a
+low-priority worker process.
+
+A server runs its ingest jobs (ingest.jobs.JobRunner) in the process that answers searches. On a
+2-core machine, running the job's parse thread and embedding there made a search during an ingest
+14x slower at p95 than idle (`rag bench --parts serve`). Three causes, and why only a process fixes all:
+
+- the embedder's model lock: a query waits for the ingest's current sub-batch (~0.3 s) to finish;
+- the GIL: the parser (unstructured, pure Python) holds it, and a query's embedding re-takes it after
+  every torch op, waiting up to the switch interval each time (a convoy);
+- the CPU: torch's threads of the ingest compete with the query's on both cores.
+
+A lower `nice` on the job and parse threads (Linux nice is per thread, and torch's OpenMP workers
+inherit it from the thread that starts them) addresses only the last. So, with `ingest_priority =
+"background"` (the default), a job's files are parsed, chunked and embedded by one worker process at
+nice 19 that has its own copy of the embedder, is started on first use and reused, and returns chunks
+and vectors. The server process still does the writes (Qdrant Edge admits one process), in the order
+ingest.sync's crash-safety relies on. A CLI `rag ingest` (no job runner) is untouched: it runs
+in-process at normal priority, as fast as before; `ingest_priority = "normal"` keeps jobs in-process too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from rag.config import Settings
+from rag.errors import ParseError, RagError
+
+log = logging.getLogger(__name__)
+
+BACKGROUND_NICE = 19  # the lowest CPU priority: the worker runs on whatever CPU the searches leave
+PRIORITIES = ("background", "normal")
+
+_local = threading.local()
+
+
+# -- which threads run background work --------------------------------------------------------------
+@contextlib.contextmanager
+def background() -> Iterator[None]:
+    """Mark the calling thread as running background ingest work (the job runner's thread) for the block."""
+    before = getattr(_local, "background", False)
+    _local.background = True
+    try:
+        yield
+    finally:
+        _local.background = before
+
+
+def in_background() -> bool:
+    """True inside `background()` on this thread."""
+    return bool(getattr(_local, "background", False))
+
+
+def use_worker(settings: Settings, embedder: Any) -> bool:
+    """Whether this ingest should parse/chunk/embed in the low-priority worker process.
+
+    Only background work (a job runner's thread) with `ingest_priority = "background"`, and only when the
+    embedder is the one the settings name (the worker loads its own copy from the settings; a test or eval
+    passing another embedder object keeps it in-process so the vectors come from that embedder).
+    """
+    if getattr(settings, "ingest_priority", "background") != "background" or not in_background():
+        return False
+    return getattr(embedder, "model_name", None) == settings.embed_model
+
+
+# -- nice values --------------------------------------------------------------------------------------
+def lower_priority(nice: int = BACKGROUND_NICE) -> None:
+    """Set the calling thread's nice value to `nice` (Linux: per thread; threads it starts later inherit it).
+
+    Called first thing in a fresh process this lowers the whole process, torch's thread pool included.
+    """
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+    except (AttributeError, OSError) as exc:  # not Linux / not permitted: run at normal priority
+        log.warning("could not lower the ingest worker's CPU priority: %s", exc)
+
+
+def thread_nice(pid: int, tid: int | None = None) -> int:
+    """The nice value of thread `tid` of process `pid` (the main thread by default), read from /proc."""
+    stat = Path(f"/proc/{pid}/task/{tid or pid}/stat").read_text()
+    # Field 2 (comm) may hold spaces: split after its closing parenthesis; nice is field 19.
+    return int(stat.rsplit(")", 1)[1].split()[16])
+
+
+def thread_nices(pid: int) -> dict[int, int]:
+    """{tid: nice} for every thread of process `pid` (Linux /proc)."""
+    out = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError, ValueError, IndexError):  # a thread may end while we look
+            out[int(task.name)] = thread_nice(pid, int(task.name))
+    return out
+
+
+# -- the worker process -------------------------------------------------------------------------------
+class WorkerDied(RagError):
+    """The ingest worker process ended while working on a file."""
+
+
+@dataclass
+class FileWork:
+    """What the worker returns for one file: the parse result (or error) and the chunks' vectors."""
+
+    parsed: Any  # ingest.sync._Parsed, with .vectors set when it has drafts
+    embed_s: float = 0.0
+
+
+def _worker_main(conn: Any, nice: int) -> None:
+    """The worker process: lower its priority before anything starts threads, then serve file requests."""
+    lower_priority(nice)
+    from ingest.sync import FolderSync  # heavy (parsers): only in the worker
+    from rag.embedding import embedder_from_settings
+
+    while True:
+        try:
+            request = conn.recv()
+        except (EOFError, OSError):  # the server is gone: nothing left to do
+            return
+        if request is None:
+            return
+        settings, path, file_hash = request
+        try:
+            reply: tuple[str, Any] = ("ok", _parse_and_embed(FolderSync, embedder_from_settings(settings), settings,
+                                                             Path(path), file_hash))
+        except Exception as exc:  # noqa: BLE001  (reported to the server, which fails only this file)
+            reply = ("error", f"{type(exc).__name__}: {exc}")
+        try:
+            conn.send(reply)
+        except OSError:  # the server is gone (killed mid-file): nothing left to do
+            return
+
+
+def _parse_and_embed(sync_cls: Any, embedder: Any, settings: Settings, path: Path, file_hash: str) -> FileWork:
+    """One file through the sync's own parse step (same parser, OCR, chunker and errors), then embedded."""
+    sync = sync_cls(settings, None, embedder, progress=False)  # the store is never touched here
+    parsed = sync._parse_one(path, file_hash)
+    embed_s = 0.0
+    if parsed.error is None and parsed.drafts:
+        t0 = time.perf_counter()
+        parsed.vectors = embedder.embed_passages([d.text for d in parsed.drafts])
+        embed_s = time.perf_counter() - t0
+    return FileWork(parsed, embed_s)
+
+
+class IngestWorker:
+    """One low-priority worker process (spawned, daemonic) and the pipe to it; one request at a time."""
+
+    def __init__(self, nice: int = BACKGROUND_NICE) -> None:
+        # spawn, not fork: the server has threads (uvicorn, torch) that a fork would copy mid-state.
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self.process = ctx.Process(target=_worker_main, args=(child, nice), daemon=True, name="rag-ingest-worker")
+        self.process.start()
+        child.close()
+        self._lock = threading.Lock()
+        log.info("started the background ingest worker (pid %s, nice %d)", self.process.pid, nice)
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid
+
+    @property
+    def alive(self) -> bool:
+        return self.process.is_alive()
+
+    def run(self, settings: Settings, path: Path, file_hash: str, stop: threading.Event | None = None) -> FileWork:
+        """Parse, chunk and embed one file in the worker; WorkerDied if the process ends meanwhile.
+
+        `stop` (a cancel, or the server stopping) ends the worker at once instead of after a long file
+        (an OCR'd scan can take minutes); the next file starts a new one.
+        """
+        with self._lock:
+            try:
+                self._conn.send((settings, str(path), file_hash))
+                while not self._conn.poll(0.2):
+                    if stop is not None and stop.is_set():
+                        self.process.kill()
+                        self.process.join(10)
+                        raise WorkerDied(f"{path}: stopped (the ingest was cancelled or the server is stopping)")
+                    if not self.process.is_alive():
+                        raise WorkerDied(f"{path}: the ingest worker process ended (exit code "
+                                         f"{self.process.exitcode}) while parsing or embedding this file")
+                status, value = self._conn.recv()
+            except (EOFError, OSError, BrokenPipeError) as exc:
+                raise WorkerDied(f"{path}: lost the ingest worker process ({type(exc).__name__})") from exc
+        if status != "ok":
+            raise RagError(f"{path}: ingest worker error: {value}")
+        return value
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Ask the worker to exit; terminate it if it does not within `timeout`."""
+        with contextlib.suppress(OSError, ValueError):
+            self._conn.send(None)
+        self.process.join(timeout)
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join(timeout)
+        self._conn.close()
+
+
+_worker: IngestWorker | None = None
+_worker_lock = threading.Lock()
+
+
+def get_worker() -> IngestWorker:
+    """The process's ingest worker, started on first use (and again if it died)."""
+    global _worker
+    with _worker_lock:
+        if _worker is None or not _worker.alive:
+            _worker = IngestWorker()
+        return _worker
+
+
+def shutdown_worker() -> None:
+    """Stop the ingest worker if one runs (server shutdown; tests)."""
+    global _worker
+    with _worker_lock:
+        worker, _worker = _worker, None
+    if worker is not None:
+        worker.close()
+
+
+def parse_in_worker(settings: Settings, jobs: list[tuple[Path, str]], out: "queue.Queue[Any]", lanes: Any) -> None:
+    """The worker-process counterpart of FolderSync._parse_worker (same queue protocol and progress stages):
+    put each file's `_Parsed` (with `vectors` and `embed_s`) on `out` in order, then None. OCR runs inside
+    the worker, without page progress. A file whose processing ended the worker fails alone (its previous
+    version is kept); the next file gets a fresh worker."""
+    from ingest.sync import _Parsed  # ingest.sync imports this module
+
+    try:
+        for path, file_hash in jobs:
+            if lanes.stop.is_set():
+                break
+            lanes.tracker.stage(str(path), "parse")
+            started = time.perf_counter()
+            try:
+                work = get_worker().run(settings, path, file_hash, lanes.stop)
+                parsed = work.parsed
+                parsed.embed_s = work.embed_s
+            except RagError as exc:
+                log.warning("%s", exc)
+                parsed = _Parsed(path, file_hash, None, [], error=ParseError(str(exc)),
+                                 parse_s=time.perf_counter() - started)
+            lanes.tracker.stage(str(path), "parsed")
+            out.put(parsed)
+    finally:
+        out.put(None)
