@@ -330,11 +330,11 @@ TARGET_QUERY_P50_RATIO = 0.6  # query embedding p50 at most 0.6x fp32
 def targets(r: dict[str, Any]) -> dict[str, Any]:
     """The best guard-passing variant for each target, its figure, the target and whether it is met.
 
-    Embedder: backends passing the embedder guard on the probe set. Reranker: variants whose ranking passes
-    the guard against fp32 full on the bench questions (and whose backend passes the probe guard).
+    Embedder: the backends passing the embedder guard on the probe set. Rerank: the variants whose backend
+    passes the reranker guard on the probe set; the speed figure is the fastest of those whose nDCG@10 stays
+    within the target of fp32 full (a token budget changes the input, so its check is nDCG, not agreement;
+    fp32 full itself always qualifies).
     """
-    from rag.backends.guard import judge_reranker
-
     guard = r["embedder_guard"]["results"]
     passing = {k: v for k, v in r["embedding"].items() if guard.get(k, {}).get("passed")}
     out: dict[str, Any] = {}
@@ -349,16 +349,13 @@ def targets(r: dict[str, Any]) -> dict[str, Any]:
                                   "met": value <= TARGET_QUERY_P50_RATIO}
     rguard = r.get("reranker_guard", {}).get("results", {})
     ref = r["rerank"].get("torch-fp32 full")
-    ok_variants = {}
-    for name, v in r["rerank"].items():
-        backend = name.split()[0]
-        agrees, _ = judge_reranker({"top10_overlap_mean": v["top10_overlap"], "kendall_tau_mean": v["kendall_tau"]})
-        if agrees and rguard.get(backend, {}).get("passed", True):
-            ok_variants[name] = v
-    if ref and ok_variants:
-        best = min(ok_variants, key=lambda k: ok_variants[k]["stage_ratio"])
-        speedup = 1.0 / max(ok_variants[best]["stage_ratio"], 1e-9)
-        delta = ok_variants[best]["ndcg10_vs_gold"] - ref["ndcg10_vs_gold"]
+    if ref:
+        allowed = {k: v for k, v in r["rerank"].items() if rguard.get(k.split()[0], {}).get("passed", True)}
+        within = {k: v for k, v in allowed.items() if v["ndcg10_vs_gold"] - ref["ndcg10_vs_gold"] >= -TARGET_NDCG_DELTA}
+        pool = within or allowed
+        best = min(pool, key=lambda k: pool[k]["stage_ratio"])
+        speedup = 1.0 / max(pool[best]["stage_ratio"], 1e-9)
+        delta = pool[best]["ndcg10_vs_gold"] - ref["ndcg10_vs_gold"]
         out["rerank_stage_speedup"] = {"variant": best, "value": speedup, "target": f">= {TARGET_RERANK_SPEEDUP}",
                                        "met": speedup >= TARGET_RERANK_SPEEDUP, "m": r.get("rerank_m")}
         out["rerank_ndcg10_delta"] = {"variant": best, "value": delta, "target": f">= -{TARGET_NDCG_DELTA}",

@@ -153,7 +153,8 @@ def _parse_and_embed(sync_cls: Any, embedder: Any, settings: Settings, path: Pat
 class IngestWorker:
     """One low-priority worker process (spawned, daemonic) and the pipe to it; one request at a time."""
 
-    def __init__(self, nice: int = BACKGROUND_NICE) -> None:
+    def __init__(self, nice: int | None = None) -> None:
+        nice = BACKGROUND_NICE if nice is None else nice
         # spawn, not fork: the server has threads (uvicorn, torch) that a fork would copy mid-state.
         ctx = multiprocessing.get_context("spawn")
         self._conn, child = ctx.Pipe()
@@ -161,6 +162,7 @@ class IngestWorker:
         self.process.start()
         child.close()
         self._lock = threading.Lock()
+        self.nice = nice
         log.info("started the background ingest worker (pid %s, nice %d)", self.process.pid, nice)
 
     @property

@@ -585,10 +585,8 @@ class FolderSync:
         moves through one file at a time (naming it), and chunks of one file, mostly near the chunk budget,
         pad about as little as the whole group sorted by length would.
         """
-        if all(parsed.vectors is not None for parsed, _d, _i in pending):  # embedded by the background worker
-            tracker.embedded(Counter(str(parsed.path) for parsed, _d, _i in pending))
-            self._emit(tracker)
-            return np.stack([parsed.vectors[i] for parsed, _d, i in pending]).astype(np.float32, copy=False)
+        # Embedded already by the background worker (ingest.priority): same batches and progress, no model call.
+        ready = all(parsed.vectors is not None for parsed, _d, _i in pending)
         first: dict[str, int] = {}
         for i, (parsed, _d, _i) in enumerate(pending):
             first.setdefault(str(parsed.path), i)
@@ -597,7 +595,8 @@ class FolderSync:
         vectors: np.ndarray | None = None
         for start in range(0, len(order), step):
             part = order[start:start + step]
-            embedded = np.asarray(self.embedder.embed_passages([texts[i] for i in part]), dtype=np.float32)
+            embedded = (np.stack([pending[i][0].vectors[pending[i][2]] for i in part]).astype(np.float32) if ready
+                        else np.asarray(self.embedder.embed_passages([texts[i] for i in part]), dtype=np.float32))
             if vectors is None:
                 vectors = np.zeros((len(texts), embedded.shape[1]), dtype=np.float32)
             vectors[part] = embedded

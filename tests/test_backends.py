@@ -110,7 +110,9 @@ def test_cached_quantized_model_loads_offline_without_exporting_again(minilm_pat
     path = first.onnx_path
     assert path.is_file() and path.parent.parent == default_cache_dir(state_dir)
     mtimes = {p.name: p.stat().st_mtime_ns for p in path.parent.iterdir()}
-    # A fresh process-like load: the model is read again from its files, offline (conftest sets HF_HUB_OFFLINE).
+    # A fresh process-like load: the model is read again from its files, offline, and the int8 file is reused.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
     monkeypatch.setattr("rag.backends.runtime._export_onnx", lambda *a, **k: pytest.fail("exported again"))
     monkeypatch.setattr("rag.backends.runtime._quantize_int8", lambda *a, **k: pytest.fail("quantized again"))
     again = load_backend("onnx-int8", minilm_path, "embedder", default_cache_dir(state_dir))
@@ -432,7 +434,15 @@ def test_bench_targets_take_the_best_guard_passing_variant_and_say_when_a_target
     t = targets(result)
     assert t["ingest_chunks_per_s_ratio"] == {"variant": "onnx-int8", "value": 2.1, "target": ">= 1.8", "met": True}
     assert t["query_p50_ratio"]["variant"] == "torch-bf16" and t["query_p50_ratio"]["met"] is True
-    speed = t["rerank_stage_speedup"]  # bf16 budget128 is fastest but its ranking fails the guard
-    assert speed["variant"] == "onnx-int8 budget128" and speed["value"] == pytest.approx(1 / 0.3) and speed["met"]
-    ndcg = t["rerank_ndcg10_delta"]
-    assert ndcg["value"] == pytest.approx(-0.01) and ndcg["met"] is False and ndcg["questions"] == 8
+    # The budgeted variants are faster but lose nDCG beyond 0.005: the fastest one within it is int8 full (2x, missed).
+    speed, ndcg = t["rerank_stage_speedup"], t["rerank_ndcg10_delta"]
+    assert speed["variant"] == ndcg["variant"] == "onnx-int8 full"
+    assert speed["value"] == pytest.approx(2.0) and speed["met"] is False and ndcg["value"] == 0.0 and ndcg["met"]
+    # A backend the reranker guard refused is never the answer, however fast and accurate.
+    result["reranker_guard"]["results"]["onnx-int8"]["passed"] = False
+    result["rerank"]["onnx-int8 budget128"]["ndcg10_vs_gold"] = 0.80
+    assert targets(result)["rerank_stage_speedup"]["variant"] == "torch-fp32 full"
+    # Allowed again, and now within the nDCG target: the budgeted int8 variant is the answer.
+    result["reranker_guard"]["results"]["onnx-int8"]["passed"] = True
+    assert targets(result)["rerank_stage_speedup"] == {"variant": "onnx-int8 budget128", "value": pytest.approx(1 / 0.3),
+                                                       "target": ">= 2.5", "met": True, "m": 30}

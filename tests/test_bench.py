@@ -269,7 +269,7 @@ def test_topic_vectors_have_neighbours_random_ones_do_not():
 
 
 def test_recall_against_exact_search_and_restricted_acl(tmp_path):
-    from evals.bench.data import RESTRICTED_LABEL, SyntheticCorpus, collection_info, fill_store
+    from evals.bench.data import RESTRICTED_EVERY, RESTRICTED_LABEL, SyntheticCorpus, collection_info, fill_store
     from evals.bench.parts import QuerySet, dense_recall, exact_top, restricted_recall
     from rag.config import Settings
     from rag.lexical import BM25Encoder
@@ -284,8 +284,9 @@ def test_recall_against_exact_search_and_restricted_acl(tmp_path):
     store = EdgeStore(tmp_path, "bench")
     store.create(collection_info("bench", "mini", 16, Settings(), 8.0))
     fill_store(store, corpus, encoder)
-    # one synthetic file in 20 (20 chunks each) carries the restricted label as well as "public"
-    assert store.count(SearchFilter(acl=[RESTRICTED_LABEL])) == 20
+    # one synthetic file in RESTRICTED_EVERY (20 chunks each) carries the restricted label as well as "public"
+    assert store.count(SearchFilter(acl=[RESTRICTED_LABEL])) == 20 * len(range(0, 20, RESTRICTED_EVERY)) == 80
+    assert store.count(SearchFilter(acl=["public"])) == 400
     queries = QuerySet([v.tolist() for v in vecs[:5]], [encoder.encode_query("wing lift")] * 5)
     truth, exact_ms = exact_top(store, queries, 5)
     assert all(len(t) == 10 for t in truth) and exact_ms["n"] == 5

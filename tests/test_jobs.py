@@ -110,9 +110,9 @@ def test_a_job_is_one_sync_with_per_file_stage_progress_and_errors(tmp_path, fol
     assert writer.calls == [[str(folder)]] and len(manifests) == 1 and len(optimizes) == 1
     # The sync reported each file's stage and its chunks done of total, and the job row (the API's and
     # `rag jobs`'s view) carried them while it ran.
-    embedding = [s.current for s in writer.snapshots if s.current and s.current.stage == "embed"]
-    assert embedding and all(c.unit == "chunk" and 0 <= c.done <= c.total for c in embedding)
-    assert any(c.done > 0 for c in embedding)
+    writing = [s.current for s in writer.snapshots if s.current and s.current.stage in ("embed", "write")]
+    assert writing and all(c.unit == "chunk" and 0 <= c.done <= c.total for c in writing)
+    assert any(c.stage == "write" and c.done == c.total > 0 for c in writing)
     chunks_done = [s.chunks_done for s in writer.snapshots]
     assert chunks_done == sorted(chunks_done) and chunks_done[-1] == done.chunks_added
     running = [r for r in writer.rows if r["state"] == "running" and (r["progress"] or {}).get("current")]

@@ -1,6 +1,6 @@
 """Background ingest yields the CPU (ingest/priority.py): a job runner's files are parsed, chunked and embedded
-in a worker process whose every thread runs at nice 19, while searches in this process stay correct; a CLI
-ingest (no job runner) and `ingest_priority = "normal"` stay in-process.
+in a worker process whose every thread runs at a low priority (nice 19), while searches in this process stay
+correct; a CLI ingest (no job runner) and `ingest_priority = "normal"` stay in-process.
 
 Mechanism, not timing: the nice values are read from /proc; the speed is measured by `rag bench --parts serve`.
 """
@@ -43,9 +43,14 @@ def _top_file(pipeline, query: str, mode: str = "hybrid") -> str:
 
 
 @pytest.mark.slow  # starts the worker process, which loads torch and the model (10-30 s on 2 busy cores)
-def test_job_embeds_in_a_nice_19_worker_while_searches_stay_correct(tmp_path, make_settings, evaldata):
+def test_job_embeds_in_a_low_priority_worker_while_searches_stay_correct(tmp_path, make_settings, evaldata,
+                                                                          monkeypatch):
     from rag.pipeline import Pipeline
 
+    assert priority.BACKGROUND_NICE == 19
+    # The product's nice 19 gets a worker almost no CPU on a machine saturated by parallel test runs (measured:
+    # ~1% of a core at load 30, the job not done in 12 min); nice 10 runs the same mechanism ~7x faster there.
+    monkeypatch.setattr(priority, "BACKGROUND_NICE", 10)
     priority.shutdown_worker()
     squad = evaldata / "squad" / "docs"
     first, docs = tmp_path / "first", tmp_path / "docs"
@@ -85,9 +90,9 @@ def test_job_embeds_in_a_nice_19_worker_while_searches_stay_correct(tmp_path, ma
         assert done.files_done == 2 and done.chunks_added > 0 and not done.errors
         assert searches_during > 0
 
-        # Every thread of the worker (torch's pool included, started after the nice) ran at nice 19;
+        # Every thread of the worker (torch's pool included, started after the nice) ran at the background nice;
         # this process's own threads, the runner's included, kept their priority.
-        assert worker_nices and set(worker_nices.values()) == {priority.BACKGROUND_NICE}, worker_nices
+        assert worker_nices and set(worker_nices.values()) == {10}, worker_nices
         assert len(worker_nices) > 1  # the model ran there with its thread pool
         own = priority.thread_nice(os.getpid())
         assert priority.thread_nice(os.getpid(), runner._thread.native_id) == own != priority.BACKGROUND_NICE

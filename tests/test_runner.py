@@ -325,6 +325,7 @@ def conversations_file(tmp_path, evaldata) -> Path:
     return path
 
 
+@pytest.mark.slow  # ingests three real articles: ~100 s on this busy machine
 def test_retrieval_on_a_conversations_file_searches_the_condensed_query(conversations_file, tmp_path, eval_settings,
                                                                          embedder):
     settings = eval_settings.replace(rerank_model="none")

@@ -493,6 +493,10 @@ def test_quantized_search_with_rescoring_equals_exact_search(tmp_path):
     coarse, _ = store.search(vecs[0].tolist(), None, public, 10)
     exact, _ = store.search(vecs[0].tolist(), None, public, 10, exact=True)
     assert max(abs(a.score - b.score) for a, b in zip(coarse, exact)) > 1e-4
+    # dense_quantization "none" on a collection built quantized searches the float vectors only
+    store.index = dataclasses.replace(store.index, quantization="none")
+    floats, _ = store.search(vecs[0].tolist(), None, public, 10)
+    assert [h.score for h in floats] == pytest.approx([h.score for h in exact], abs=1e-5)
     store.close()
 
 

@@ -441,6 +441,7 @@ def test_conversations_last_across_reloads_and_belong_to_their_browser(browser, 
         page.locator("#conversation-list label", has_text="How many laptops").click()
         page.wait_for_function("() => document.querySelector('#chat').innerText.includes('200 laptops')")
         assert "family day" not in page.locator("#chat").inner_text().lower()
+        assert page.locator("#rag-back").is_hidden()  # the citation clicked earlier is gone: no way "back" to it
         page.locator("#conversation-title textarea, #conversation-title input").first.fill("Laptop memo")
         page.locator("#conversation-rename").click()
         page.wait_for_function("() => document.querySelector('#conversation-list').innerText.includes('Laptop memo')")

@@ -134,8 +134,9 @@ def test_the_job_list_shows_file_stage_and_progress_live_in_the_browser(jobs_ui)
             page.wait_for_function("() => document.querySelector('#jobs').innerText.includes('done')")
             table = page.locator("#jobs").inner_text()
             assert "3/3" in table and "3 indexed, 0 failed of 3 files" in table
-            # The finished job refreshed the indexed files without a click.
+            # The finished job refreshed the indexed files and filled the per-file summary without a click.
             page.wait_for_function("() => document.querySelector('#files').innerText.includes('valley-farms.txt')")
+            assert page.locator("#summary").inner_text().count("indexed") == 3
             _shot(page, "documents-jobs-done")
         finally:
             browser.close()

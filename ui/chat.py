@@ -23,7 +23,7 @@ from rag.pipeline import Pipeline
 from ui import render
 from ui.context import UIContext
 from ui.history import ConversationStore, history_db_path
-from ui.history_panel import HistoryPanel, build_history_panel, confirm_message, owner_of_request
+from ui.history_panel import build_history_panel, conversation_view, owner_of_request, wire_history_panel
 from ui.session import (MAX_SHOWN_MESSAGES, MAX_SHOWN_TURNS, SessionOptions,
                         capped_history, question_problem, session_filter, session_settings)
 from ui.settings_panel import SettingsPanel, build_settings_panel
@@ -220,12 +220,12 @@ def build_chat_tab(ctx: UIContext) -> ChatTab:
                 chatbot = gr.Chatbot(label="Conversation", elem_id="chat", height=480, feedback_options=None,
                                      sanitize_html=True, buttons=[],
                                      placeholder="Ask a question about your documents.")
-                with gr.Row():
+                with gr.Row(equal_height=True):
                     question = gr.Textbox(placeholder="Ask a question and press Enter", show_label=False,
-                                          elem_id="question", scale=5, autofocus=True, submit_btn=False)
-                    send = gr.Button("Ask", variant="primary", scale=1, elem_id="ask-btn")
-                    stop = gr.Button("Stop", variant="stop", scale=1, elem_id="stop-btn")
-                    clear = gr.Button("New conversation", scale=1, elem_id="new-conversation")
+                                          elem_id="question", scale=5, autofocus=True, submit_btn=False,
+                                          min_width=140)
+                    send = gr.Button("Ask", variant="primary", scale=0, min_width=72, elem_id="ask-btn")
+                    stop = gr.Button("Stop", variant="secondary", scale=0, min_width=72, elem_id="stop-btn")
                 panel = build_settings_panel(ctx)
                 with gr.Accordion("Answer details (JSON)", open=False):
                     answer_json = gr.JSON(label="Last answer")
@@ -322,43 +322,10 @@ def build_chat_tab(ctx: UIContext) -> ChatTab:
     chat_inputs = [question, chatbot, history_state, turns_state, panel.options_state, conversation_state]
     asked = question.submit(respond, chat_inputs, chat_outputs, api_name="chat", concurrency_id="chat")
     clicked = send.click(respond, chat_inputs, chat_outputs, api_visibility="private", concurrency_id="chat")
-    _wire_history(panel_h, store, live, asked, clicked, stop, clear, save, first_question,
-                  [chatbot, evidence, answer_json, history_state, turns_state, conversation_state])
-
-    def restore(request: gr.Request):
-        """On page load: reopen the conversation this user had open (a reload keeps the conversation)."""
-        owner = owner_of_request(request)
-        conversation = store.current(owner) if owner else None
-        return (*_view(conversation), panel_h.list_update(owner, conversation.id if conversation else None),
-                panel_h.title_value(conversation))
-
-    return ChatTab(settings_panel=panel, restore=restore,
-                   restore_outputs=[chatbot, evidence, answer_json, history_state, turns_state, conversation_state,
-                                    panel_h.listing, panel_h.title])
-
-
-def _view(conversation: Any) -> tuple:
-    """What the chat shows for a saved conversation (or an empty one): chat, evidence, details, states."""
-    if conversation is None:
-        return [], render.evidence_panel([]), None, [], [], None
-    return (conversation.messages, render.evidence_panel(conversation.turns), None, conversation.history,
-            conversation.turns, conversation.id)
-
-
-def _wire_history(h: HistoryPanel, store: ConversationStore, live: LiveAnswers, asked: Any, clicked: Any, stop: gr.Button,
-                  clear: gr.Button, save: Any, first_question: Any, view_outputs: list) -> None:
-    """Events of the conversation list, the Stop button and "New conversation"."""
-    chatbot, _evidence, _json, history_state, turns_state, conversation_state = view_outputs
-    list_outputs = [h.listing, h.title]
-
-    def refreshed(conversation_id: str | None, request: gr.Request):
-        """After an answer: the list with the (maybe just created) conversation selected."""
-        owner = owner_of_request(request)
-        current = store.get(owner, conversation_id) if owner else None
-        return h.list_update(owner, conversation_id), h.title_value(current)
-
-    for event in (asked, clicked):
-        event.then(refreshed, [conversation_state], list_outputs, api_visibility="private", show_progress="hidden")
+    view_outputs = [chatbot, evidence, answer_json, history_state, turns_state, conversation_state]
+    # "New conversation" first ends a streaming answer (its last update lands before the empty chat).
+    wire_history_panel(panel_h, view_outputs, [asked, clicked],
+                       before_new=lambda request: live.stop(getattr(request, "session_hash", None), NEW_WAIT_S))
 
     def on_stop(chat_messages: list, history: list, turns: list, conversation_id: str | None, request: gr.Request):
         """Stop this session's streaming answer: it ends itself with a "stopped" note as its last update.
@@ -373,69 +340,22 @@ def _wire_history(h: HistoryPanel, store: ConversationStore, live: LiveAnswers, 
         conversation_id = save(request, conversation_id, first_question(messages, "Conversation"), messages,
                                history, turns)
         owner = owner_of_request(request)
-        current = store.get(owner, conversation_id) if owner else None
-        return messages, conversation_id, h.list_update(owner, conversation_id), h.title_value(current)
+        return messages, conversation_id, panel_h.list_update(owner, conversation_id), panel_h.title_value(
+            store.get(owner, conversation_id) if owner else None)
 
     # Not `cancels=`: a cancelled event's last updates can arrive after the Stop handler's and hide the
     # "stopped" note; the answer itself checks the stop flag and sends the note as its final update.
     stop.click(on_stop, [chatbot, history_state, turns_state, conversation_state],
-               [chatbot, conversation_state, *list_outputs], api_visibility="private", show_progress="hidden",
-               concurrency_limit=None)
+               [chatbot, conversation_state, panel_h.listing, panel_h.title], api_visibility="private",
+               show_progress="hidden", concurrency_limit=None)
 
-    def new_conversation(request: gr.Request):
-        # A streaming answer ends first (its last update lands before the empty chat, not after it).
-        live.stop(getattr(request, "session_hash", None), wait_s=NEW_WAIT_S)
+    def restore(request: gr.Request):
+        """On page load: reopen the conversation this user had open (a reload keeps the conversation)."""
         owner = owner_of_request(request)
-        if owner:
-            store.set_current(owner, None)
-        return (*_view(None), h.list_update(owner, None), "", "", gr.update(visible=False))
+        conversation = store.current(owner) if owner else None
+        return (*conversation_view(conversation), panel_h.list_update(owner, conversation.id if conversation else None),
+                panel_h.title_value(conversation))
 
-    extra = [h.status, h.confirm_row]
-    clear.click(new_conversation, None, [*view_outputs, *list_outputs, *extra], concurrency_limit=None,
-                api_visibility="private")
-
-    def select(conversation_id: str | None, request: gr.Request):
-        owner = owner_of_request(request)
-        conversation = store.get(owner, conversation_id) if owner else None
-        if conversation is None:  # gone meanwhile (deleted in another tab)
-            return (*[gr.skip()] * 6, h.list_update(owner, None), "", "That conversation no longer exists.",
-                    gr.update(visible=False))
-        store.set_current(owner, conversation.id)
-        return (*_view(conversation), h.list_update(owner, conversation.id), conversation.title, "",
-                gr.update(visible=False))
-
-    h.listing.input(select, [h.listing], [*view_outputs, *list_outputs, *extra], api_visibility="private",
-                    show_progress="hidden")
-
-    def rename(conversation_id: str | None, title: str, request: gr.Request):
-        owner = owner_of_request(request)
-        if not owner or store.get(owner, conversation_id) is None:
-            return gr.skip(), gr.skip(), "Open a saved conversation first (ask a question to start one)."
-        try:
-            store.rename(owner, conversation_id, title)
-        except ValueError as exc:
-            return gr.skip(), gr.skip(), f"⚠️ {exc}"
-        current = store.get(owner, conversation_id)
-        return h.list_update(owner, conversation_id), h.title_value(current), "Renamed."
-
-    h.rename.click(rename, [conversation_state, h.title], [*list_outputs, h.status], api_visibility="private")
-    h.title.submit(rename, [conversation_state, h.title], [*list_outputs, h.status], api_visibility="private")
-
-    def ask_delete(conversation_id: str | None, request: gr.Request):
-        owner = owner_of_request(request)
-        conversation = store.get(owner, conversation_id) if owner else None
-        if conversation is None:
-            return gr.update(visible=False), "", "No saved conversation is open."
-        return gr.update(visible=True), confirm_message(conversation), ""
-
-    h.delete.click(ask_delete, [conversation_state], [h.confirm_row, h.confirm_text, h.status],
-                   api_visibility="private")
-    h.cancel.click(lambda: gr.update(visible=False), None, [h.confirm_row], api_visibility="private")
-
-    def delete(conversation_id: str | None, request: gr.Request):
-        owner = owner_of_request(request)
-        deleted = bool(owner) and store.delete(owner, conversation_id)
-        message = "Conversation deleted." if deleted else "Nothing was deleted (the conversation no longer exists)."
-        return (*_view(None), h.list_update(owner, None), "", message, gr.update(visible=False))
-
-    h.confirm.click(delete, [conversation_state], [*view_outputs, *list_outputs, *extra], api_visibility="private")
+    return ChatTab(settings_panel=panel, restore=restore,
+                   restore_outputs=[chatbot, evidence, answer_json, history_state, turns_state, conversation_state,
+                                    panel_h.listing, panel_h.title])

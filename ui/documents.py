@@ -122,6 +122,12 @@ def job_rows(jobs: list[Job]) -> list[list]:
     return rows
 
 
+def job_summary_rows(job: Job) -> list[list]:
+    """A finished job's files as the per-file summary table shows an ingest report."""
+    return [[render.file_label(str(f.get("file", ""))), f.get("status", ""), f.get("chunks", ""),
+             f.get("pages") if f.get("pages") is not None else "", f.get("reason", "")] for f in job.files]
+
+
 class GradioProgress(IngestMonitor):
     """An in-request ingest's progress on Gradio's bar: chunks done of the (estimated) total, labelled with
     the current file and stage."""
@@ -208,10 +214,12 @@ def build_documents_tab(ctx: UIContext, panel: SettingsPanel) -> DocumentsTab:
         caller = ctx.caller(request)
         jobs = visible_jobs(ctx, caller)
         open_ids = [j.id for j in jobs if j.state in ("queued", "running")]
-        finished = set(running_before or []) - set(open_ids)
+        finished = [j for j in jobs if j.id in set(running_before or []) - set(open_ids)]
         files = refresh(request) if finished else tuple(gr.skip() for _ in refresh_outputs)
+        # The per-file summary of the job that just finished (the newest, when several did).
+        last = job_summary_rows(finished[0]) if finished else gr.skip()
         return (job_rows(jobs), gr.update(choices=open_ids, value=selected if selected in open_ids else None),
-                open_ids, *files)
+                open_ids, last, *files)
 
     def cancel_job(job_id: str | None, request: gr.Request):
         caller = ctx.caller(request)
@@ -325,7 +333,7 @@ def build_documents_tab(ctx: UIContext, panel: SettingsPanel) -> DocumentsTab:
     refresh_btn.click(refresh_all, None, doc_outputs, api_visibility="private")
     if ctx.jobs is not None:
         running_ids = gr.State([])  # this session's view of the open jobs, to notice one finishing
-        jobs_outputs = [jobs_table, cancel_choice, running_ids, *refresh_outputs]
+        jobs_outputs = [jobs_table, cancel_choice, running_ids, summary, *refresh_outputs]
         jobs_timer.tick(jobs_view, [cancel_choice, running_ids], jobs_outputs, api_visibility="private",
                         show_progress="hidden", queue=False)
         cancel_job_btn.click(cancel_job, [cancel_choice], [ingest_status], api_name="cancel_job", queue=False)

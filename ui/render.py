@@ -377,7 +377,7 @@ CSS = """
 .rag-stopped { margin-top:4px; font-style:italic; }
 /* "Back to answer": shown while the citation that opened a passage is off-screen (on a phone the evidence
    panel sits below the chat, so a citation click scrolls far down) */
-#rag-back { position:fixed; left:50%; bottom:18px; transform:translateX(-50%); z-index:1000; display:none;
+#rag-back { position:fixed; right:14px; bottom:18px; z-index:1000; display:none;
   background:#0969da; color:#ffffff; border:none; border-radius:18px; padding:8px 16px; font-size:0.95em;
   box-shadow:0 2px 8px rgba(0,0,0,0.35); cursor:pointer; }
 #rag-back.rag-show { display:block; }
@@ -401,7 +401,8 @@ CITATION_JS = (
     "    origin = btn;\n"
     "    observer = new IntersectionObserver((entries) => {\n"
     "      const seen = entries[entries.length - 1].isIntersecting;\n"
-    "      back.classList.toggle('rag-show', !seen);\n"
+    # A citation no longer on the page (another conversation opened) has nothing to go back to.
+    "      back.classList.toggle('rag-show', !seen && origin.isConnected);\n"
     "    });\n"
     "    observer.observe(btn);\n"
     "  };\n"

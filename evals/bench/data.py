@@ -26,10 +26,10 @@ from rag.store import CollectionInfo
 from rag.store.catalog import write_chunks
 
 UPSERT_BATCH = 2_000
-# One synthetic file in RESTRICTED_EVERY also carries this label: a caller holding only it sees ~5% of the
+# One synthetic file in RESTRICTED_EVERY also carries this label: a caller holding only it sees ~20% of the
 # chunks, the restrictive ACL filter ACORN is for (public callers still see every chunk).
 RESTRICTED_LABEL = "team-a"
-RESTRICTED_EVERY = 20
+RESTRICTED_EVERY = 5
 
 
 def chunk_uuid(text: str) -> str:

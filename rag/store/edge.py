@@ -198,8 +198,9 @@ class EdgeStore(Store):
         ix = self.index
         return qe.SearchParams(
             hnsw_ef=ix.hnsw_ef,
+            # "none" on a collection built quantized: search the float vectors only.
             quantization=(qe.QuantizationSearchParams(rescore=ix.rescore, oversampling=ix.oversampling)
-                          if ix.quantization != "none" else None),
+                          if ix.quantization != "none" else qe.QuantizationSearchParams(ignore=True)),
             acorn=(qe.AcornSearchParams(enable=True, max_selectivity=ix.acorn_max_selectivity)
                    if ix.acorn and leg.filter is not None else None),
         )

@@ -105,8 +105,9 @@ class ServerStore(Store):
         ix = self.index
         return qm.SearchParams(
             hnsw_ef=ix.hnsw_ef,
+            # "none" on a collection built quantized: search the float vectors only.
             quantization=(qm.QuantizationSearchParams(rescore=ix.rescore, oversampling=ix.oversampling)
-                          if ix.quantization != "none" else None),
+                          if ix.quantization != "none" else qm.QuantizationSearchParams(ignore=True)),
             acorn=(qm.AcornSearchParams(enable=True, max_selectivity=ix.acorn_max_selectivity)
                    if ix.acorn and leg.filter is not None else None),
         )
