@@ -2,21 +2,25 @@
 low-priority worker process.
 
 A server runs its ingest jobs (ingest.jobs.JobRunner) in the process that answers searches. On a
-2-core machine, running the job's parse thread and embedding there made a search during an ingest
-14x slower at p95 than idle (`rag bench --parts serve`). Three causes, and why only a process fixes all:
+2-core machine a search during an ingest job measured 14x its idle p95 (`rag bench --parts serve`).
+Read from the code, three causes, of which a lower thread priority addresses only the last:
 
-- the embedder's model lock: a query waits for the ingest's current sub-batch (~0.3 s) to finish;
-- the GIL: the parser (unstructured, pure Python) holds it, and a query's embedding re-takes it after
-  every torch op, waiting up to the switch interval each time (a convoy);
-- the CPU: torch's threads of the ingest compete with the query's on both cores.
+- the embedder's model lock: a query's embedding waits for the ingest's current sub-batch;
+- the GIL: the parser (unstructured, pure Python) holds it, and a query re-takes it after each torch op
+  and each store call, waiting up to the switch interval whenever the parser has it;
+- the CPU: the ingest's torch threads compete with the query's on both cores.
 
-A lower `nice` on the job and parse threads (Linux nice is per thread, and torch's OpenMP workers
-inherit it from the thread that starts them) addresses only the last. So, with `ingest_priority =
-"background"` (the default), a job's files are parsed, chunked and embedded by one worker process at
-nice 19 that has its own copy of the embedder, is started on first use and reused, and returns chunks
-and vectors. The server process still does the writes (Qdrant Edge admits one process), in the order
-ingest.sync's crash-safety relies on. A CLI `rag ingest` (no job runner) is untouched: it runs
-in-process at normal priority, as fast as before; `ingest_priority = "normal"` keeps jobs in-process too.
+So, with `ingest_priority = "background"` (the default), a job's files are parsed, chunked and embedded
+(the sync's own `_parse_one`, then the model) by one worker process at nice 19: no shared lock, no
+shared GIL, and the kernel gives the searches the CPU first. The worker is spawned on first use and
+reused; it loads its own copy of the embedder; every thread it has (torch's OpenMP pool included) starts
+after its nice is set and inherits it. It returns chunks and vectors; the server process still does the
+writes (Qdrant Edge admits one process), in the order ingest.sync's crash-safety relies on. A CLI
+`rag ingest` (no job runner) is untouched: in-process at normal priority, as fast as before;
+`ingest_priority = "normal"` keeps jobs in-process too.
+
+The price: nice 19 gets the job only the CPU nothing else wants. On a machine saturated by other work
+(measured at load 25-30 on 2 cores) a job ran about 7x slower than in-process; there, set "normal".
 """
 
 from __future__ import annotations
@@ -38,7 +42,6 @@ from rag.errors import ParseError, RagError
 log = logging.getLogger(__name__)
 
 BACKGROUND_NICE = 19  # the lowest CPU priority: the worker runs on whatever CPU the searches leave
-PRIORITIES = ("background", "normal")
 
 _local = threading.local()
 
@@ -222,7 +225,8 @@ def get_worker() -> IngestWorker:
 
 
 def shutdown_worker() -> None:
-    """Stop the ingest worker if one runs (server shutdown; tests)."""
+    """Stop the ingest worker if one runs (tests; at exit, multiprocessing terminates the daemonic worker, and a
+    worker whose server was killed exits when its pipe closes)."""
     global _worker
     with _worker_lock:
         worker, _worker = _worker, None

@@ -49,7 +49,7 @@ def test_job_embeds_in_a_low_priority_worker_while_searches_stay_correct(tmp_pat
 
     assert priority.BACKGROUND_NICE == 19
     # The product's nice 19 gets a worker almost no CPU on a machine saturated by parallel test runs (measured:
-    # ~1% of a core at load 30, the job not done in 12 min); nice 10 runs the same mechanism ~7x faster there.
+    # ~1% of a core at load 30, the job not done in 12 min); nice 10 (CFS weight 110 vs 15) runs the same mechanism.
     monkeypatch.setattr(priority, "BACKGROUND_NICE", 10)
     priority.shutdown_worker()
     squad = evaldata / "squad" / "docs"
@@ -58,7 +58,7 @@ def test_job_embeds_in_a_low_priority_worker_while_searches_stay_correct(tmp_pat
     docs.mkdir()
     shutil.copy(squad / FIRST, first / FIRST)
     names = ["Black_Death.md", "American_Broadcasting_Company.md"]
-    for name in names:  # their first paragraphs: a few chunks each (a nice-19 worker on a busy machine is slow)
+    for name in names:  # their first paragraphs: a few chunks each (a low-priority worker on a busy machine is slow)
         text = (squad / name).read_text(encoding="utf-8")
         (docs / name).write_text(text[: text.find("\n\n", 2500) + 1 or 2500], encoding="utf-8")
     settings = make_settings(tmp_path)

@@ -173,13 +173,21 @@ def test_conversations_are_kept_per_signed_in_user_and_per_browser(ui_server):
     from ui.app import build_app, server_options
     from ui.history import ConversationStore, history_db_path
 
+    import gradio as gr
+
+    MESSAGES = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "quoted secret passage"}]
+
     settings = ui_server.settings
     store = ConversationStore(history_db_path(settings.state_dir), settings.collection)
+    # carol's key was revoked since she signed in: she sees nothing, so nothing of hers is kept or shown
+    labels = {"alice": ("public",), "bob": ("public",), "carol": ()}
     demo = build_app(settings, ui_server.pipeline,
-                     caller=lambda request: Caller(request.username or "nobody", ("public",), Role.READER))
+                     caller=lambda request: Caller(request.username or "nobody", labels.get(request.username, ()),
+                                                   Role.READER))
     port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                auth=[("alice", "alice-pw-1"), ("bob", "bob-pw-22")], **server_options(settings, demo))
+                auth=[("alice", "alice-pw-1"), ("bob", "bob-pw-22"), ("carol", "carol-pw-3")],
+                **server_options(settings, demo))
     url = f"http://127.0.0.1:{port}/"
     bobs_browser = "b0b" + "x" * 29
     try:
@@ -195,6 +203,13 @@ def test_conversations_are_kept_per_signed_in_user_and_per_browser(ui_server):
         _chat(bob, "What will there be at the first annual family day?")
         assert [c.title[:9] for c in store.list("user:bob")] == ["What will"]
         assert len(store.list("user:alice")) == 1 and store.get("user:bob", mine[0].id) is None
+        # what the page shows on load (the app's own load handler, as each user's request)
+        restore = next(f.fn for f in demo.fns.values() if getattr(f.fn, "__name__", "") == "restore")
+        shown = restore(gr.Request(username="alice"))
+        assert "200 laptops" in _text(shown[0][-1]["content"]) and shown[-2]["value"] == mine[0].id
+        store.save("user:carol", None, "asked while carol still had access", MESSAGES, [], [])
+        hidden = restore(gr.Request(username="carol"))
+        assert hidden[0] == [] and hidden[-2]["choices"] == []
     finally:
         demo.close()
     # no sign-in (ui_server): one browser's cookie names its conversations; no cookie, nothing is kept

@@ -252,3 +252,20 @@ def test_evidence_block_shows_the_rewritten_query_only_when_it_differs():
     answer.query_rewrite = {"method": "rule", "rewritten": True}
     html = render.evidence_block(answer, turn=1)
     assert 'Searched for: “How many laptops did &lt;Acme&gt; deliver?” (rewritten from the conversation)' in html
+
+
+def test_scores_read_as_words_with_the_numbers_on_hover():
+    """Issue 17: "dense #1 (0.608) · BM25 #1 (22.79) · fused #1" read as jargon."""
+    h = make_hit
+    both = h("t", 0.03, dense_rank=1, dense_score=0.608, bm25_rank=2, bm25_score=22.79, fused_rank=1)
+    assert render.match_words(both) == "Strong match · found by meaning and keywords"
+    assert render.match_words(h("t", 0.01, dense_rank=9, dense_score=0.1)) == "Weak match · found by meaning"
+    assert render.match_words(h("t", 0.01, bm25_rank=1, bm25_score=5.0)).startswith("Good match")
+    assert render.match_words(h("t", 0.01, dense_rank=7, bm25_rank=2)).startswith("Good match")
+    assert render.match_words(h("t", 0.01, dense_rank=12, bm25_rank=3)).startswith("Weak match")
+    assert render.match_words(h("t", 0.5, dense_rank=8, rerank_score=4.1)).startswith("Strong match")
+    assert render.match_words(h("t", 0.5, dense_rank=1, bm25_rank=1, rerank_score=-3.0)).startswith("Weak")
+    card = render.evidence_block(Answer(question="q", text="x [1]", citations=[], abstained=False,
+                                        evidence=[Evidence(1, both)]), turn=1)
+    assert '>Strong match · found by meaning and keywords</div>' in card
+    assert 'title="dense #1 (0.608) · BM25 #2 (22.79) · fused #1"' in card

@@ -21,6 +21,9 @@ The UI is a server-side application; its visitors are less trusted than the oper
   state-changing requests from another site's page are refused (`ui.web`).
 - Answers are rendered with Markdown images, links and raw HTML disabled (`ui.render.safe_text`).
 - Errors are shown as one readable line; stack traces go to the server log only.
+- Saved conversations (`ui.history`, SQLite in the state folder) belong to the signed-in user, else to
+  the browser's random id cookie; every query names the owner, so nobody lists or opens another's.
+  They keep the evidence as it was shown when answered (a later narrowing of labels does not edit them).
 """
 
 from __future__ import annotations

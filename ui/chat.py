@@ -207,6 +207,11 @@ def build_chat_tab(ctx: UIContext) -> ChatTab:
     chat = ChatService(ctx.pipeline)
     live = LiveAnswers()
     store = ConversationStore(history_db_path(ctx.settings.state_dir), ctx.settings.collection)
+
+    def owner_of(request: Any) -> str | None:
+        """Whose conversations this request sees; none for a caller who sees nothing (a signed-in user
+        whose key was revoked keeps no access to what their old answers quoted)."""
+        return owner_of_request(request) if ctx.caller(request).labels else None
     # States live inside the tab: a non-Tab child of gr.Tabs shifts the tab labels.
     with gr.Tab("Chat", id="chat"):
         history_state = gr.State([])  # plain {"role", "content"} messages for Pipeline.ask
@@ -214,7 +219,7 @@ def build_chat_tab(ctx: UIContext) -> ChatTab:
         conversation_state = gr.State(None)  # id of the saved conversation shown (None: not saved yet)
         with gr.Row(equal_height=False):
             with gr.Column(scale=3):
-                panel_h = build_history_panel(store)
+                panel_h = build_history_panel(store, owner_of)
                 # No Gradio copy/share buttons: they copy the message HTML. Each answer carries its own
                 # Copy button (clean Markdown with its sources, see render.copy_control).
                 chatbot = gr.Chatbot(label="Conversation", elem_id="chat", height=480, feedback_options=None,
@@ -236,7 +241,7 @@ def build_chat_tab(ctx: UIContext) -> ChatTab:
     def save(request: Any, conversation_id: str | None, first_question: str, chat_messages: list,
              history: list, turns: list) -> str | None:
         """Keep the conversation for this user (nothing is kept for a request without an owner)."""
-        owner = owner_of_request(request)
+        owner = owner_of(request)
         if owner is None:
             return conversation_id
         try:
@@ -339,7 +344,7 @@ def build_chat_tab(ctx: UIContext) -> ChatTab:
             return gr.skip(), gr.skip(), gr.skip(), gr.skip()
         conversation_id = save(request, conversation_id, first_question(messages, "Conversation"), messages,
                                history, turns)
-        owner = owner_of_request(request)
+        owner = owner_of(request)
         return messages, conversation_id, panel_h.list_update(owner, conversation_id), panel_h.title_value(
             store.get(owner, conversation_id) if owner else None)
 
@@ -351,7 +356,7 @@ def build_chat_tab(ctx: UIContext) -> ChatTab:
 
     def restore(request: gr.Request):
         """On page load: reopen the conversation this user had open (a reload keeps the conversation)."""
-        owner = owner_of_request(request)
+        owner = owner_of(request)
         conversation = store.current(owner) if owner else None
         return (*conversation_view(conversation), panel_h.list_update(owner, conversation.id if conversation else None),
                 panel_h.title_value(conversation))

@@ -54,6 +54,7 @@ class HistoryPanel:
     """The components of the conversation list (the chat wires their events)."""
 
     store: ConversationStore
+    owner: Callable[[Any], "str | None"]  # the owner of a request's conversations (None: keep nothing)
     listing: gr.Radio
     title: gr.Textbox
     new: gr.Button
@@ -80,8 +81,8 @@ class HistoryPanel:
         return conversation.title if conversation else ""
 
 
-def build_history_panel(store: ConversationStore) -> HistoryPanel:
-    """The "Conversations" accordion (inside the chat column)."""
+def build_history_panel(store: ConversationStore, owner: Callable[[Any], "str | None"]) -> HistoryPanel:
+    """The "Conversations" accordion (inside the chat column); `owner(request)` names whose list it shows."""
     with gr.Accordion("Conversations", open=True, elem_id="conversations"):
         listing = gr.Radio(choices=[], value=None, show_label=False, elem_id="conversation-list",
                            container=False)
@@ -98,7 +99,7 @@ def build_history_panel(store: ConversationStore) -> HistoryPanel:
             confirm = gr.Button("Delete it", variant="stop", size="sm", elem_id="conversation-confirm-btn")
             cancel = gr.Button("Keep it", size="sm", elem_id="conversation-cancel-btn")
         status = gr.Markdown(elem_id="conversation-status")
-    return HistoryPanel(store, listing, title, new, rename, delete, confirm_row, confirm_text, confirm, cancel,
+    return HistoryPanel(store, owner, listing, title, new, rename, delete, confirm_row, confirm_text, confirm, cancel,
                         status)
 
 
@@ -132,7 +133,7 @@ def wire_history_panel(h: HistoryPanel, view_outputs: list, answer_events: list,
 
     def refreshed(conversation_id: str | None, request: gr.Request):
         """After an answer: the list with the (maybe just created) conversation selected."""
-        owner = owner_of_request(request)
+        owner = h.owner(request)
         return h.list_update(owner, conversation_id), h.title_value(store.get(owner, conversation_id) if owner else None)
 
     for event in answer_events:
@@ -140,7 +141,7 @@ def wire_history_panel(h: HistoryPanel, view_outputs: list, answer_events: list,
 
     def new_conversation(request: gr.Request):
         before_new(request)
-        owner = owner_of_request(request)
+        owner = h.owner(request)
         if owner:
             store.set_current(owner, None)
         return (*conversation_view(None), h.list_update(owner, None), "", "", hidden)
@@ -149,7 +150,7 @@ def wire_history_panel(h: HistoryPanel, view_outputs: list, answer_events: list,
                      api_visibility="private")
 
     def select(conversation_id: str | None, request: gr.Request):
-        owner = owner_of_request(request)
+        owner = h.owner(request)
         conversation = store.get(owner, conversation_id) if owner else None
         if conversation is None:  # gone meanwhile (deleted in another tab)
             return (*[gr.skip()] * len(view_outputs), h.list_update(owner, None), "",
@@ -162,7 +163,7 @@ def wire_history_panel(h: HistoryPanel, view_outputs: list, answer_events: list,
                     show_progress="hidden")
 
     def rename(conversation_id: str | None, title: str, request: gr.Request):
-        owner = owner_of_request(request)
+        owner = h.owner(request)
         if not owner or store.get(owner, conversation_id) is None:
             return gr.skip(), gr.skip(), "Open a saved conversation first (ask a question to start one)."
         try:
@@ -175,7 +176,7 @@ def wire_history_panel(h: HistoryPanel, view_outputs: list, answer_events: list,
         trigger(rename, [conversation_state, h.title], [*list_outputs, h.status], api_visibility="private")
 
     def ask_delete(conversation_id: str | None, request: gr.Request):
-        owner = owner_of_request(request)
+        owner = h.owner(request)
         conversation = store.get(owner, conversation_id) if owner else None
         if conversation is None:
             return hidden, "", "No saved conversation is open."
@@ -186,7 +187,7 @@ def wire_history_panel(h: HistoryPanel, view_outputs: list, answer_events: list,
     h.cancel.click(lambda: hidden, None, [h.confirm_row], api_visibility="private")
 
     def delete(conversation_id: str | None, request: gr.Request):
-        owner = owner_of_request(request)
+        owner = h.owner(request)
         deleted = bool(owner) and store.delete(owner, conversation_id)
         message = "Conversation deleted." if deleted else "Nothing was deleted (the conversation no longer exists)."
         return (*conversation_view(None), h.list_update(owner, None), "", message, hidden)

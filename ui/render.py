@@ -229,6 +229,31 @@ def scores_line(hit: Hit) -> str:
     return " · ".join(items)
 
 
+# Cross-encoder scores (logits) above which a passage reads as a strong / good match.
+RERANK_STRONG, RERANK_GOOD = 3.0, 0.0
+TOP_RANK, GOOD_RANK = 3, 10  # ranks in both search legs that make a strong / good match
+
+
+def match_words(hit: Hit) -> str:
+    """Why the passage came back, in words ("Strong match · meaning and keywords"); the numbers behind
+    it are in `scores_line`, shown on hover.
+
+    With the reranker its score decides; without it, a passage both legs rank in their top 3 is a strong
+    match, one both rank in their top 10 (or one leg ranks first) a good one, anything else a weak one.
+    """
+    legs = [name for name, rank in (("meaning", hit.dense_rank), ("keywords", hit.bm25_rank)) if rank]
+    if hit.rerank_score is not None:
+        strength = ("Strong" if hit.rerank_score >= RERANK_STRONG else
+                    "Good" if hit.rerank_score >= RERANK_GOOD else "Weak")
+    else:
+        ranks = [rank for rank in (hit.dense_rank, hit.bm25_rank) if rank]
+        both = len(ranks) == 2
+        strength = ("Strong" if both and max(ranks) <= TOP_RANK else
+                    "Good" if (both and max(ranks) <= GOOD_RANK) or 1 in ranks else "Weak")
+    found = " and ".join(legs) if legs else "search"
+    return f"{strength} match · found by {found}"
+
+
 def _source_line(hit: Hit) -> str:
     chunk = hit.chunk
     bits = [f'<span class="rag-file" title="{html.escape(chunk.file_path)}">'
@@ -267,7 +292,7 @@ def _passage_card(anchor: str, label: str, hit: Hit, quotes: list[str], cited: b
     return (
         f'<div class="{classes}" id="{anchor}">'
         f'<div class="rag-ev-head"><span class="rag-ev-num">{label}</span> {_source_line(hit)}</div>'
-        f'<div class="rag-ev-scores">{scores_line(hit)}</div>'
+        f'<div class="rag-ev-scores" title="{html.escape(scores_line(hit))}">{match_words(hit)}</div>'
         f'<div class="rag-ev-text">{highlight(hit.chunk.text, quotes)}</div>'
         f"{source_links(hit.chunk)}"
         "</div>"
