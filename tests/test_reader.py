@@ -383,6 +383,24 @@ def _toml(tmp_path, line: str):
     return path
 
 
+def test_frozen_layers_stay_as_pretrained_and_the_rest_trains(tmp_path, evaldata, minilm_path):
+    import torch
+    from transformers import AutoModelForQuestionAnswering
+
+    rows = load_reader_questions(evaldata / "squad", limit=16, seed=2)
+    cfg = ReaderTrainConfig(batch_size=8, max_length=128, doc_stride=48, max_steps=1, freeze_layers=4,
+                            distractor_share=0.0)
+    train_reader(rows, evaldata / "squad" / "docs", minilm_path, tmp_path, cfg, progress=False)
+    before = AutoModelForQuestionAnswering.from_pretrained(minilm_path).state_dict()
+    after = AutoModelForQuestionAnswering.from_pretrained(str(tmp_path)).state_dict()
+    changed = {k for k in before if k in after and not torch.equal(before[k], after[k])}
+    assert not {k for k in changed if ".embeddings." in k or any(f"layer.{i}." in k for i in range(4))}
+    assert {k for k in changed if "layer.5." in k} and {k for k in changed if "qa_outputs" in k}
+    with pytest.raises(Exception, match="freeze_layers"):
+        train_reader(rows, evaldata / "squad" / "docs", minilm_path, tmp_path / "x",
+                     ReaderTrainConfig(max_length=128, doc_stride=48, max_steps=1, freeze_layers=6), progress=False)
+
+
 def test_distractor_paragraphs_are_same_article_wrong_passages(evaldata):
     from rag.tuning.reader import distractor_paragraph
 

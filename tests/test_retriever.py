@@ -96,9 +96,9 @@ class CountingEdgeStore(EdgeStore):
         super().__init__(*args, **kwargs)
         self.calls: list[tuple] = []
 
-    def search(self, dense, sparse, flt, limit):
+    def search(self, dense, sparse, flt, limit, **kwargs):
         self.calls.append((dense, sparse, flt, limit))
-        return super().search(dense, sparse, flt, limit)
+        return super().search(dense, sparse, flt, limit, **kwargs)
 
 
 @pytest.fixture(scope="session")

@@ -205,10 +205,10 @@ def test_conversations_are_kept_per_signed_in_user_and_per_browser(ui_server):
         assert len(store.list("user:alice")) == 1 and store.get("user:bob", mine[0].id) is None
         # what the page shows on load (the app's own load handler, as each user's request)
         restore = next(f.fn for f in demo.fns.values() if getattr(f.fn, "__name__", "") == "restore")
-        shown = restore(gr.Request(username="alice"))
+        shown = restore(None, gr.Request(username="alice"))
         assert "200 laptops" in _text(shown[0][-1]["content"]) and shown[-2]["value"] == mine[0].id
         store.save("user:carol", None, "asked while carol still had access", MESSAGES, [], [])
-        hidden = restore(gr.Request(username="carol"))
+        hidden = restore(None, gr.Request(username="carol"))
         assert hidden[0] == [] and hidden[-2]["choices"] == []
     finally:
         demo.close()

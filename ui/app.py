@@ -102,8 +102,8 @@ def build_app(settings: Settings, pipeline: Pipeline | None = None, ingest_roots
                   api_visibility="private", show_progress="hidden")
         # This user's saved conversation reopens on every load (a reload keeps the conversation); the
         # script first gives a browser without sign-in its own id (ui.history).
-        demo.load(chat.restore, None, chat.restore_outputs, js=BROWSER_ID_JS, api_visibility="private",
-                  show_progress="hidden")
+        demo.load(chat.restore, chat.restore_inputs, chat.restore_outputs, js=BROWSER_ID_JS,
+                  api_visibility="private", show_progress="hidden")
 
     demo.queue(default_concurrency_limit=CHAT_CONCURRENCY, max_size=QUEUE_MAX_SIZE)
     demo.rag_pipeline = pipeline  # for tests and launch(); not part of the Gradio API

@@ -63,6 +63,11 @@ class LiveAnswers:
             if session and self._live.get(session) is entry:
                 del self._live[session]
 
+    def running(self, session: str | None) -> bool:
+        """True while the session has an answer streaming."""
+        with self._lock:
+            return bool(session) and session in self._live
+
     def stop(self, session: str | None, wait_s: float = 0.0) -> bool:
         """Ask the session's streaming answer to stop (waiting up to `wait_s` for its last update);
         False when it has none."""
@@ -198,7 +203,8 @@ class ChatTab:
     """Components of the Chat tab that the app composes with other tabs."""
 
     settings_panel: SettingsPanel
-    restore: Any  # fn(request) for the page's load event: reopens this user's current conversation
+    restore: Any  # fn(conversation id, request) for the page's load event: reopens the current conversation
+    restore_inputs: list
     restore_outputs: list
 
 
@@ -354,13 +360,19 @@ def build_chat_tab(ctx: UIContext) -> ChatTab:
                [chatbot, conversation_state, panel_h.listing, panel_h.title], api_visibility="private",
                show_progress="hidden", concurrency_limit=None)
 
-    def restore(request: gr.Request):
-        """On page load: reopen the conversation this user had open (a reload keeps the conversation)."""
+    def restore(conversation_id: str | None, request: gr.Request):
+        """On page load: reopen the conversation this user had open (a reload keeps the conversation).
+
+        A load handled late (a busy server) never replaces a conversation the page has started since:
+        only the list is refreshed then."""
         owner = owner_of(request)
+        if conversation_id is not None or live.running(getattr(request, "session_hash", None)):
+            current = store.get(owner, conversation_id) if owner else None
+            return (*[gr.skip()] * 6, panel_h.list_update(owner, conversation_id), panel_h.title_value(current))
         conversation = store.current(owner) if owner else None
         return (*conversation_view(conversation), panel_h.list_update(owner, conversation.id if conversation else None),
                 panel_h.title_value(conversation))
 
-    return ChatTab(settings_panel=panel, restore=restore,
+    return ChatTab(settings_panel=panel, restore=restore, restore_inputs=[conversation_state],
                    restore_outputs=[chatbot, evidence, answer_json, history_state, turns_state, conversation_state,
                                     panel_h.listing, panel_h.title])

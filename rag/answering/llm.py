@@ -227,17 +227,20 @@ class LLMAnswerer:
                 model=s.llm_model, messages=messages, temperature=s.llm_temperature, stream=True,
             )
             finish = None
-            for chunk in stream:
-                if not getattr(chunk, "choices", None):
-                    continue  # usage-only or keep-alive chunks
-                choice = chunk.choices[0]
-                piece = getattr(choice.delta, "content", None) if choice.delta is not None else None
-                if piece:
-                    emitted.append(piece)
-                    if on_token is not None:
-                        on_token(piece)
-                if choice.finish_reason:
-                    finish = choice.finish_reason
+            # `with` closes the HTTP response however the loop ends (an on_token that raises to cancel a
+            # hung-up client included), so the upstream LLM stops generating at once, not at the next GC.
+            with stream:
+                for chunk in stream:
+                    if not getattr(chunk, "choices", None):
+                        continue  # usage-only or keep-alive chunks
+                    choice = chunk.choices[0]
+                    piece = getattr(choice.delta, "content", None) if choice.delta is not None else None
+                    if piece:
+                        emitted.append(piece)
+                        if on_token is not None:
+                            on_token(piece)
+                    if choice.finish_reason:
+                        finish = choice.finish_reason
         except openai.APITimeoutError as exc:
             raise _Retryable(f"timed out after {s.llm_timeout_s:g}s (setting llm_timeout_s)") from exc
         except openai.APIConnectionError as exc:
