@@ -148,7 +148,8 @@ def render_markdown(results: dict[str, Any]) -> str:
     facts = [("dataset", ds.get("path")), ("dataset hash", (ds.get("hash") or "")[:16] or None),
              ("created", results.get("created_at"))]
     cfg = results.get("config") or {}
-    for key in ("embed_model", "rerank_model", "chunk_tokens", "chunk_overlap_tokens", "rrf_k", "leg_limit", "llm_model"):
+    for key in ("embed_model", "rerank_model", "chunk_tokens", "chunk_overlap_tokens", "rrf_k", "leg_limit",
+                "answerer", "answerer_model", "llm_model"):
         if key in cfg:
             facts.append((key, cfg[key]))
     lines += [f"- {k}: {_fmt(v)}" for k, v in facts if v is not None]

@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 from rag.config import Settings
 from rag.errors import RagError
+from rag.text import terminal_safe  # server text comes from documents and models: no escape sequences
 
 REMOTE_COMMANDS = ("ingest", "search", "ask", "stats", "remove")
 
@@ -223,8 +224,8 @@ def _remote_search(args: argparse.Namespace, client: Any, emit: Emit) -> int:
             print("no results", file=sys.stderr)
         for rank, hit in enumerate(result["results"], 1):
             where = hit["file_name"] + (f" p.{hit['page']}" if hit.get("page") else "")
-            print(f"{rank:>2}. [{hit['score']:.4f}] {where}")
-            print("    " + " ".join(hit["text"].split())[:240])
+            print(terminal_safe(f"{rank:>2}. [{hit['score']:.4f}] {where}"))
+            print(terminal_safe("    " + " ".join(hit["text"].split())[:240]))
 
     emit(args, result, human)
     return 0
@@ -235,7 +236,7 @@ def _remote_ask(args: argparse.Namespace, client: Any, emit: Emit) -> int:
 
     def on_token(token: str) -> None:
         streamed.append(token)
-        sys.stdout.write(token)
+        sys.stdout.write(terminal_safe(token))
         sys.stdout.flush()
 
     answer = client.ask(args.question, mode=args.mode, filters=_filters(args),
@@ -246,16 +247,16 @@ def _remote_ask(args: argparse.Namespace, client: Any, emit: Emit) -> int:
             sys.stdout.write("\n")
             if "".join(streamed).strip() != answer["answer"].strip():
                 print("\n--- validated answer ---")
-                print(answer["answer"])
+                print(terminal_safe(answer["answer"]))
         else:
-            print(answer["answer"])
+            print(terminal_safe(answer["answer"]))
         if answer.get("error"):
-            print(f"error: {answer['error']}", file=sys.stderr)
+            print(terminal_safe(f"error: {answer['error']}"), file=sys.stderr)
         if answer.get("citations"):
             print("\nSources:")
             for c in answer["citations"]:
                 page = f", page {c['page']}" if c.get("page") else ""
-                print(f"  [{c['number']}] {c['file']}{page}: \"{' '.join(c['quote'].split())[:200]}\"")
+                print(terminal_safe(f"  [{c['number']}] {c['file']}{page}: \"{' '.join(c['quote'].split())[:200]}\""))
 
     emit(args, answer, human)
     return 0 if not answer.get("error") else 1
