@@ -34,7 +34,9 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
+
+import numpy as np
 
 from rag.config import Settings
 from rag.errors import ParseError, RagError
@@ -112,8 +114,9 @@ class WorkerDied(RagError):
 class FileWork:
     """What the worker returns for one file: the parse result (or error) and the chunks' vectors."""
 
-    parsed: Any  # ingest.sync._Parsed, with .vectors set when it has drafts
+    parsed: Any  # ingest.sync._Parsed, with .vectors set when it has drafts; None when `deferred`
     embed_s: float = 0.0
+    deferred: bool = False  # the file needs OCR and was asked not to run it yet (the folder goes first)
 
 
 def _worker_main(conn: Any, nice: int) -> None:
@@ -129,10 +132,14 @@ def _worker_main(conn: Any, nice: int) -> None:
             return
         if request is None:
             return
-        settings, path, file_hash = request
+        settings, path, file_hash, defer_ocr = request
+
+        def report(stage: str, done: int, total: int | None, unit: str) -> None:
+            conn.send(("progress", (stage, done, total, unit)))
+
         try:
             reply: tuple[str, Any] = ("ok", _parse_and_embed(FolderSync, embedder_from_settings(settings), settings,
-                                                             Path(path), file_hash))
+                                                             Path(path), file_hash, defer_ocr, report))
         except Exception as exc:  # noqa: BLE001  (reported to the server, which fails only this file)
             reply = ("error", f"{type(exc).__name__}: {exc}")
         try:
@@ -141,14 +148,38 @@ def _worker_main(conn: Any, nice: int) -> None:
             return
 
 
-def _parse_and_embed(sync_cls: Any, embedder: Any, settings: Settings, path: Path, file_hash: str) -> FileWork:
-    """One file through the sync's own parse step (same parser, OCR, chunker and errors), then embedded."""
+def _parse_and_embed(sync_cls: Any, embedder: Any, settings: Settings, path: Path, file_hash: str,
+                     defer_ocr: bool = False, report: Callable[[str, int, int | None, str], None] | None = None
+                     ) -> FileWork:
+    """One file through the sync's own parse step (same parser, OCR, chunker and errors), then embedded.
+
+    `defer_ocr`: a file that needs OCR comes back `deferred` before its first page (the caller runs the
+    scans after the rest of the folder). `report(stage, done, total, unit)` follows OCR pages and embedded
+    chunks, so the job's progress moves while the worker works.
+    """
+    from ingest.loaders.ocr import OCRDeferred, watch_ocr_pages
+    from ingest.sync import _defer_to_ocr_worker
+
+    report = report or (lambda *_: None)
     sync = sync_cls(settings, None, embedder, progress=False)  # the store is never touched here
-    parsed = sync._parse_one(path, file_hash)
+
+    def pages(_path: Path, done: int, total: int) -> None:
+        report("ocr", done, total, "page")
+
+    with watch_ocr_pages(_defer_to_ocr_worker if defer_ocr else pages):
+        parsed = sync._parse_one(path, file_hash)
+    if isinstance(parsed.error, OCRDeferred):
+        return FileWork(None, deferred=True)
     embed_s = 0.0
     if parsed.error is None and parsed.drafts:
         t0 = time.perf_counter()
-        parsed.vectors = embedder.embed_passages([d.text for d in parsed.drafts])
+        texts = [d.text for d in parsed.drafts]
+        step = max(settings.embed_batch_size * 4, 32)  # progress per few model batches, not per file
+        parts = []
+        for start in range(0, len(texts), step):
+            report("embed", start, len(texts), "chunk")
+            parts.append(np.asarray(embedder.embed_passages(texts[start:start + step])))
+        parsed.vectors = np.concatenate(parts) if len(parts) > 1 else parts[0]
         embed_s = time.perf_counter() - t0
     return FileWork(parsed, embed_s)
 
@@ -176,24 +207,32 @@ class IngestWorker:
     def alive(self) -> bool:
         return self.process.is_alive()
 
-    def run(self, settings: Settings, path: Path, file_hash: str, stop: threading.Event | None = None) -> FileWork:
+    def run(self, settings: Settings, path: Path, file_hash: str, stop: threading.Event | None = None,
+            defer_ocr: bool = False, on_progress: Callable[[str, int, int | None, str], None] | None = None
+            ) -> FileWork:
         """Parse, chunk and embed one file in the worker; WorkerDied if the process ends meanwhile.
 
         `stop` (a cancel, or the server stopping) ends the worker at once instead of after a long file
-        (an OCR'd scan can take minutes); the next file starts a new one.
+        (an OCR'd scan can take minutes); the next file starts a new one. `on_progress(stage, done, total,
+        unit)` receives the worker's OCR-page and embedding progress; `defer_ocr` as in `_parse_and_embed`.
         """
         with self._lock:
             try:
-                self._conn.send((settings, str(path), file_hash))
-                while not self._conn.poll(0.2):
-                    if stop is not None and stop.is_set():
-                        self.process.kill()
-                        self.process.join(10)
-                        raise WorkerDied(f"{path}: stopped (the ingest was cancelled or the server is stopping)")
-                    if not self.process.is_alive():
-                        raise WorkerDied(f"{path}: the ingest worker process ended (exit code "
-                                         f"{self.process.exitcode}) while parsing or embedding this file")
-                status, value = self._conn.recv()
+                self._conn.send((settings, str(path), file_hash, defer_ocr))
+                while True:
+                    while not self._conn.poll(0.2):
+                        if stop is not None and stop.is_set():
+                            self.process.kill()
+                            self.process.join(10)
+                            raise WorkerDied(f"{path}: stopped (the ingest was cancelled or the server is stopping)")
+                        if not self.process.is_alive():
+                            raise WorkerDied(f"{path}: the ingest worker process ended (exit code "
+                                             f"{self.process.exitcode}) while parsing or embedding this file")
+                    status, value = self._conn.recv()
+                    if status != "progress":
+                        break
+                    if on_progress is not None:
+                        on_progress(*value)
             except (EOFError, OSError, BrokenPipeError) as exc:
                 raise WorkerDied(f"{path}: lost the ingest worker process ({type(exc).__name__})") from exc
         if status != "ok":
@@ -241,21 +280,43 @@ def parse_in_worker(settings: Settings, jobs: list[tuple[Path, str]], out: "queu
     version is kept); the next file gets a fresh worker."""
     from ingest.sync import _Parsed  # ingest.sync imports this module
 
+    # Files that need OCR (minutes each) wait until the rest of the folder is done, as the OCR thread
+    # of the in-process path arranges; when OCR cannot run, nothing is deferred (the parser reports it).
+    defer = ocr_can_run(settings)
+    scans: list[tuple[Path, str]] = []
     try:
-        for path, file_hash in jobs:
-            if lanes.stop.is_set():
-                break
-            lanes.tracker.stage(str(path), "parse")
-            started = time.perf_counter()
-            try:
-                work = get_worker().run(settings, path, file_hash, lanes.stop)
-                parsed = work.parsed
-                parsed.embed_s = work.embed_s
-            except RagError as exc:
-                log.warning("%s", exc)
-                parsed = _Parsed(path, file_hash, None, [], error=ParseError(str(exc)),
-                                 parse_s=time.perf_counter() - started)
-            lanes.tracker.stage(str(path), "parsed")
-            out.put(parsed)
+        for pass_jobs, defer_ocr, first_stage in ((jobs, defer, "parse"), (scans, False, "ocr")):
+            for path, file_hash in pass_jobs:  # `scans` fills during the first pass
+                if lanes.stop.is_set():
+                    return
+                key = str(path)
+                lanes.tracker.stage(key, first_stage, 0, None, "page" if first_stage == "ocr" else "")
+                started = time.perf_counter()
+
+                def progress(stage: str, done: int, total: int | None, unit: str, key: str = key) -> None:
+                    lanes.tracker.stage(key, stage, done, total, unit)
+
+                try:
+                    work = get_worker().run(settings, path, file_hash, lanes.stop, defer_ocr, progress)
+                    if work.deferred:
+                        lanes.tracker.stage(key, "ocr", 0, None, "page")  # after the rest of the folder
+                        scans.append((path, file_hash))
+                        continue
+                    parsed = work.parsed
+                    parsed.embed_s = work.embed_s
+                except RagError as exc:
+                    log.warning("%s", exc)
+                    parsed = _Parsed(path, file_hash, None, [], error=ParseError(str(exc)),
+                                     parse_s=time.perf_counter() - started)
+                lanes.tracker.stage(key, "parsed")
+                out.put(parsed)
     finally:
         out.put(None)
+
+
+def ocr_can_run(settings: Settings) -> bool:
+    """True when OCR is on (auto/always) and Tesseract is installed."""
+    from ingest.loaders.ocr import OCR_MODES, unavailable_reason
+
+    mode = str(settings.ocr).strip().lower()
+    return mode in OCR_MODES and not unavailable_reason(mode)

@@ -42,7 +42,7 @@ from ingest import priority
 from ingest.chunking import Chunker, ChunkDraft
 from ingest.ignore import ignored_name
 from ingest.loaders import ParsedDocument, parse_file, supported
-from ingest.loaders.ocr import OCR_MODES, OCRDeferred, unavailable_reason, watch_ocr_pages
+from ingest.loaders.ocr import OCRDeferred, watch_ocr_pages
 from ingest.progress import IngestMonitor, ProgressTracker, TerminalProgress
 from rag.access import root_of
 from rag.backends import embedder_backend, ensure_collection_backend
@@ -370,8 +370,7 @@ class FolderSync:
 
     def _ocr_worker_needed(self) -> bool:
         """True when OCR can run (mode auto/always and Tesseract installed): scans get their own thread."""
-        mode = str(self.settings.ocr).strip().lower()
-        return mode in OCR_MODES and not unavailable_reason(mode)
+        return priority.ocr_can_run(self.settings)
 
     # -- progress -------------------------------------------------------------------------------
     def _emit(self, tracker: ProgressTracker) -> None:

@@ -77,6 +77,9 @@ def settings_for(root: Path, minilm_path: str, **changes):
         llm_provider="extractive",
         chunk_tokens=128,
         chunk_overlap_tokens=16,
+        # Server jobs run in this process: the nice-19 worker process (the product default) is what
+        # tests/test_priority.py tests; elsewhere its start-up (a second torch + model) only adds time.
+        ingest_priority="normal",
     )
     base.update(changes)
     return Settings(**base)

@@ -16,6 +16,7 @@ import json
 import os
 import random
 import shutil
+import re
 import signal
 import subprocess
 import sys
@@ -99,7 +100,7 @@ def _wait_for_indexing(proc: subprocess.Popen, log: Path, timeout: float = 120) 
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             return False
-        if "files:" in log.read_text(errors="replace"):
+        if re.search(r"\d+/\d+ files", log.read_text(errors="replace")):  # the bar's "0/7 files · name"
             return True
         time.sleep(0.05)
     raise AssertionError(f"ingest did not start indexing within {timeout}s: {log.read_text()[-2000:]}")

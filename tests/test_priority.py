@@ -21,6 +21,7 @@ from ingest import priority
 from ingest.jobs import JobQueue, JobRunner, jobs_db_path
 from ingest.sync import file_sha256
 from rag.access import Caller, Role
+from rag.config import Settings
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice and /proc are Linux")
 
@@ -61,8 +62,8 @@ def test_job_embeds_in_a_low_priority_worker_while_searches_stay_correct(tmp_pat
     for name in names:  # their first paragraphs: a few chunks each (a low-priority worker on a busy machine is slow)
         text = (squad / name).read_text(encoding="utf-8")
         (docs / name).write_text(text[: text.find("\n\n", 2500) + 1 or 2500], encoding="utf-8")
-    settings = make_settings(tmp_path)
-    assert settings.ingest_priority == "background"  # the default
+    assert Settings().ingest_priority == "background"  # the product default
+    settings = make_settings(tmp_path, ingest_priority="background")  # the test default is "normal"
     pipeline = Pipeline(settings)
     jobs = JobQueue(jobs_db_path(settings.state_dir))
     runner = _runner(pipeline, jobs)
@@ -131,7 +132,7 @@ def test_normal_priority_and_the_cli_path_stay_in_process(tmp_path, make_setting
         pipeline.close()
 
     # The decision itself: background work, the right setting, and the settings' own model.
-    background = make_settings(tmp_path)
+    background = make_settings(tmp_path, ingest_priority="background")
     assert not priority.use_worker(background, embedder)  # not on a job runner's thread
     with priority.background():
         assert priority.use_worker(background, embedder)
@@ -165,4 +166,65 @@ def test_a_worker_that_dies_fails_only_its_file(tmp_path, make_settings, monkeyp
         assert failed.error is not None and "ingest worker process" in str(failed.error) and not failed.drafts
         assert out.get_nowait() is None
     finally:
+        worker.close()
+
+
+@pytest.mark.slow  # starts the worker (torch + model) and OCRs one small image: ~20-40 s
+def test_the_worker_reports_progress_and_leaves_scans_for_last(tmp_path, make_settings):
+    """A job in the worker still moves: embedding advances per batch, OCR per page; and a scan is handed
+    back (deferred) before its first page, so the rest of the folder is indexed first, then the scan."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    from ingest.loaders import ocr
+    from ingest.progress import ProgressTracker
+    from ingest.sync import _Lanes
+
+    if ocr.tesseract_version() is None:
+        pytest.skip("Tesseract is not installed: apt-get install tesseract-ocr tesseract-ocr-eng")
+    settings = make_settings(tmp_path, embed_batch_size=2, chunk_tokens=32, chunk_overlap_tokens=0)
+    text_file = tmp_path / "notes.txt"
+    text_file.write_text(" ".join(f"Sentence {i} tells of the harbour and its many ships." for i in range(150)),
+                         encoding="utf-8")
+    scan = tmp_path / "scan.png"
+    image = Image.new("L", (1400, 300), 255)
+    ImageDraw.Draw(image).text((60, 100), "The lighthouse keeper logs eleven storms.", fill=0,
+                               font=ImageFont.truetype("DejaVuSans.ttf", 44))
+    image.save(scan)
+
+    worker = priority.IngestWorker()
+    try:
+        seen: list[tuple] = []
+        work = worker.run(settings, text_file, file_sha256(text_file),
+                          on_progress=lambda *event: seen.append(event))
+        embeds = [e for e in seen if e[0] == "embed"]
+        n = len(work.parsed.drafts)
+        assert n > 32 and len(work.parsed.vectors) == n  # more than one progress step (32 chunks)
+        assert len(embeds) >= 2 and [e[1] for e in embeds] == sorted(e[1] for e in embeds)
+        assert all(e[2] == n and e[3] == "chunk" for e in embeds)
+
+        deferred = worker.run(settings, scan, file_sha256(scan), defer_ocr=True)
+        assert deferred.deferred and deferred.parsed is None
+
+        # Through the sync's queue protocol: the text file comes out first, the scan after it, OCR'd.
+        priority._worker = worker
+        out: queue.Queue = queue.Queue()
+        tracker = ProgressTracker(2, {str(scan): scan.stat().st_size, str(text_file): text_file.stat().st_size})
+        stages: list[tuple[str, str]] = []
+        original = tracker.stage
+
+        def record(path: str, stage: str, *rest) -> None:
+            stages.append((path, stage))
+            original(path, stage, *rest)
+
+        tracker.stage = record  # type: ignore[method-assign]
+        lanes = _Lanes(tracker, threading.Event(), None)
+        priority.parse_in_worker(settings, [(scan, file_sha256(scan)), (text_file, file_sha256(text_file))],
+                                 out, lanes)
+        first, second = out.get_nowait(), out.get_nowait()
+        assert out.get_nowait() is None
+        assert first.path == text_file and second.path == scan
+        assert "lighthouse keeper" in " ".join(d.text for d in second.drafts) and second.vectors is not None
+        assert (str(scan), "ocr") in stages and (str(text_file), "embed") in stages
+    finally:
+        priority._worker = None
         worker.close()
