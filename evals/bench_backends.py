@@ -379,6 +379,8 @@ def to_markdown(r: dict[str, Any]) -> str:
               f"### Rerank stage (`{r['rerank_model']}`), M={r['rerank_m']} BM25 candidates per question, {r['rerank_questions']} SQuAD questions, mean pair length {r['rerank_pair_tokens_mean']:.0f} tokens", "",
               (f"Head fitted on {r['fitted_head']['questions']} SQuAD questions ({r['fitted_head']['pairs']} pairs, train accuracy "
                f"{r['fitted_head']['train_accuracy']:.2f}): nDCG@10 is above chance but the head is weak, so small differences are noise." if r.get("fitted_head") else
+               f"Trained reranker `{r['rerank_model']}`: nDCG@10 over {r['rerank_questions']} questions; a difference of one rank "
+               "on one question moves it by several hundredths." if r["rerank_model"] != r["model"] else
                "Random head: nDCG@10 is chance level; only the agreement columns and times mean something."), "",
               "| variant | stage p50 ms | × fp32 time | top-10 overlap vs fp32 | Kendall tau vs fp32 | nDCG@10 vs gold | ranking guard vs fp32 full |",
               "|---|---|---|---|---|---|---|"]
