@@ -253,11 +253,15 @@ def choices_path(state_dir: str | os.PathLike[str]) -> Path:
 
 def remembered_choice(state_dir: str | os.PathLike[str], role: str, model_path: str) -> ProbeReport | None:
     """The probe report saved for this role, model files and CPU, or None."""
+    return remembered_report(state_dir, _choice_key(role, model_path))
+
+
+def remembered_report(state_dir: str | os.PathLike[str], key: str) -> ProbeReport | None:
+    """The probe report saved under `key` in the choices file, if it was measured on this CPU; else None."""
     try:
-        data = json.loads(choices_path(state_dir).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        entry = json.loads(choices_path(state_dir).read_text(encoding="utf-8")).get(key)
+    except (OSError, ValueError, AttributeError):
         return None
-    entry = data.get(_choice_key(role, model_path))
     if not entry or entry.get("cpu") != cpu_signature():
         return None
     try:

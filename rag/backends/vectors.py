@@ -22,6 +22,7 @@ from rag.backends.guard import (
     ProbeReport,
     choices_path,
     cpu_signature,
+    remembered_report,
     measured_min_cosine,
     model_files_key,
     probe_backends,
@@ -107,16 +108,7 @@ def _agreement_key(model_path: str) -> str:
 
 def remembered_agreement(state_dir: str | os.PathLike[str], model_path: str) -> ProbeReport | None:
     """The remembered backend-agreement probe for this model and CPU, or None."""
-    try:
-        entry = json.loads(choices_path(state_dir).read_text(encoding="utf-8")).get(_agreement_key(model_path))
-    except (OSError, ValueError):
-        return None
-    if not entry or entry.get("cpu") != cpu_signature():
-        return None
-    try:
-        return ProbeReport.from_dict(entry["report"])
-    except (KeyError, TypeError):
-        return None
+    return remembered_report(state_dir, _agreement_key(model_path))
 
 
 def _remember_agreement(state_dir: str | os.PathLike[str], model_path: str, report: ProbeReport) -> None:

@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence
 
 from rag.errors import StoreError, StoreLockedError
 from rag.store.base import DENSE, SPARSE, CollectionInfo, Leg, RawPoint, Store, StoredPoint, dense_of
-from rag.store.vector_index import VectorIndexConfig
+from rag.store.vector_index import VectorIndexConfig, dense_search_params
 
 META_FILE = "collection.json"
 
@@ -192,18 +192,7 @@ class EdgeStore(Store):
         """The dense leg's SearchParams (ef, quantization rescoring, ACORN); None for the sparse leg."""
         if leg.name != DENSE:
             return None
-        qe = _qe()
-        if leg.exact:
-            return qe.SearchParams(exact=True, quantization=qe.QuantizationSearchParams(ignore=True))
-        ix = self.index
-        return qe.SearchParams(
-            hnsw_ef=ix.hnsw_ef,
-            # "none" on a collection built quantized: search the float vectors only.
-            quantization=(qe.QuantizationSearchParams(rescore=ix.rescore, oversampling=ix.oversampling)
-                          if ix.quantization != "none" else qe.QuantizationSearchParams(ignore=True)),
-            acorn=(qe.AcornSearchParams(enable=True, max_selectivity=ix.acorn_max_selectivity)
-                   if ix.acorn and leg.filter is not None else None),
-        )
+        return dense_search_params(_qe(), self.index, leg.exact, leg.filter is not None)
 
     def _query_batch(self, legs: list[Leg]) -> list[list[RawPoint]]:
         qe = _qe()

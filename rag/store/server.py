@@ -13,7 +13,7 @@ from typing import Any, Callable, Sequence
 
 from rag.errors import ConfigError, StoreError, StoreLockedError
 from rag.store.base import DENSE, SPARSE, CollectionInfo, Leg, RawPoint, Store, StoredPoint, dense_of
-from rag.store.vector_index import VectorIndexConfig
+from rag.store.vector_index import VectorIndexConfig, dense_search_params
 
 log = logging.getLogger(__name__)
 
@@ -99,18 +99,7 @@ class ServerStore(Store):
         """The dense leg's SearchParams (ef, quantization rescoring, ACORN); None for the sparse leg."""
         if leg.name != DENSE or self._local:
             return None
-        qm = _qm()
-        if leg.exact:
-            return qm.SearchParams(exact=True, quantization=qm.QuantizationSearchParams(ignore=True))
-        ix = self.index
-        return qm.SearchParams(
-            hnsw_ef=ix.hnsw_ef,
-            # "none" on a collection built quantized: search the float vectors only.
-            quantization=(qm.QuantizationSearchParams(rescore=ix.rescore, oversampling=ix.oversampling)
-                          if ix.quantization != "none" else qm.QuantizationSearchParams(ignore=True)),
-            acorn=(qm.AcornSearchParams(enable=True, max_selectivity=ix.acorn_max_selectivity)
-                   if ix.acorn and leg.filter is not None else None),
-        )
+        return dense_search_params(_qm(), self.index, leg.exact, leg.filter is not None)
 
     def _query_batch(self, legs: list[Leg]) -> list[list[RawPoint]]:
         qm = _qm()

@@ -81,3 +81,21 @@ def check(cfg: Any) -> None:
         raise ConfigError(f"setting 'hnsw_ef' is {cfg.hnsw_ef}; use 1 to 4096, or leave it unset for the engine default")
     if not 0.0 <= float(cfg.acorn_max_selectivity) <= 1.0:
         raise ConfigError(f"setting 'acorn_max_selectivity' is {cfg.acorn_max_selectivity}; use a share from 0 to 1")
+
+
+def dense_search_params(models: Any, index: VectorIndexConfig, exact: bool, filtered: bool) -> Any:
+    """The dense leg's SearchParams (HNSW ef, quantization rescoring, ACORN on filtered queries).
+
+    `models` is the engine's model module (qdrant_edge, or qdrant_client.models): both name these
+    classes and their fields alike. `exact` searches exhaustively on the float vectors (recall checks).
+    """
+    if exact:
+        return models.SearchParams(exact=True, quantization=models.QuantizationSearchParams(ignore=True))
+    return models.SearchParams(
+        hnsw_ef=index.hnsw_ef,
+        # "none" on a collection built quantized: search the float vectors only.
+        quantization=(models.QuantizationSearchParams(rescore=index.rescore, oversampling=index.oversampling)
+                      if index.quantization != "none" else models.QuantizationSearchParams(ignore=True)),
+        acorn=(models.AcornSearchParams(enable=True, max_selectivity=index.acorn_max_selectivity)
+               if index.acorn and filtered else None),
+    )
