@@ -36,8 +36,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import numpy as np
-
 from rag.config import Settings
 from rag.errors import ParseError, RagError
 
@@ -157,6 +155,8 @@ def _parse_and_embed(sync_cls: Any, embedder: Any, settings: Settings, path: Pat
     scans after the rest of the folder). `report(stage, done, total, unit)` follows OCR pages and embedded
     chunks, so the job's progress moves while the worker works.
     """
+    import numpy as np  # here, not at module top: the worker lowers its priority before any library starts threads
+
     from ingest.loaders.ocr import OCRDeferred, watch_ocr_pages
     from ingest.sync import _defer_to_ocr_worker
 

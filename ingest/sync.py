@@ -525,6 +525,7 @@ class FolderSync:
                     flush_pending()
                 self._emit(tracker)
                 self._check_cancel()
+            self._check_cancel()  # the last files: a cancel asked while they parsed still stops them
             flush_pending()
         except _Cancelled:
             log.info("ingest cancelled: %d file(s) not written keep their previous version", len(by_path))

@@ -88,9 +88,15 @@ def test_rag_ingest_progress_bar_names_each_file_and_moves_per_chunk_batch(tmp_p
     for name, value in {"RAG_QDRANT_PATH": str(tmp_path / "qdrant"), "RAG_COLLECTION": "bar",
                         "RAG_EMBED_MODEL": minilm_path, "RAG_RERANK_MODEL": "none", "RAG_CHUNK_TOKENS": "48",
                         "RAG_CHUNK_OVERLAP_TOKENS": "0", "RAG_EMBED_BATCH_SIZE": "4",
-                        "RAG_STATE_DIR": str(tmp_path / "state"),
-                        "TQDM_MININTERVAL": "0"}.items():  # draw every update (tqdm reads TQDM_* defaults)
+                        "RAG_STATE_DIR": str(tmp_path / "state")}.items():
         monkeypatch.setenv(name, value)
+    # Draw every update. (TQDM_MININTERVAL would do it only if tqdm was first imported after it was set:
+    # tqdm reads its TQDM_* defaults at import.)
+    import functools
+
+    import tqdm
+
+    monkeypatch.setattr(tqdm, "tqdm", functools.partial(tqdm.tqdm, mininterval=0, miniters=1))
     monkeypatch.delenv("RAG_QDRANT_URL", raising=False)
     assert main(["ingest", str(docs), "--json"]) == 0
     captured = capsys.readouterr()
