@@ -275,9 +275,10 @@ def shutdown_worker() -> None:
 
 def parse_in_worker(settings: Settings, jobs: list[tuple[Path, str]], out: "queue.Queue[Any]", lanes: Any) -> None:
     """The worker-process counterpart of FolderSync._parse_worker (same queue protocol and progress stages):
-    put each file's `_Parsed` (with `vectors` and `embed_s`) on `out` in order, then None. OCR runs inside
-    the worker, without page progress. A file whose processing ended the worker fails alone (its previous
-    version is kept); the next file gets a fresh worker."""
+    put each file's `_Parsed` (with `vectors` and `embed_s`) on `out`, then None. The worker reports OCR pages
+    and embedded chunks as it goes; files that need OCR are handed back before their first page and read
+    after the rest. A file whose processing ended the worker fails alone (its previous version is kept);
+    the next file gets a fresh worker."""
     from ingest.sync import _Parsed  # ingest.sync imports this module
 
     # Files that need OCR (minutes each) wait until the rest of the folder is done, as the OCR thread
