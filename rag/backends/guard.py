@@ -272,15 +272,20 @@ def remembered_report(state_dir: str | os.PathLike[str], key: str) -> ProbeRepor
 
 def remember_choice(state_dir: str | os.PathLike[str], role: str, model_path: str, report: ProbeReport) -> Path:
     """Save a probe report (atomic replace) so later processes skip the probe."""
+    return remember_report(state_dir, _choice_key(role, model_path), role, model_path, report)
+
+
+def remember_report(state_dir: str | os.PathLike[str], key: str, role: str, model_path: str,
+                    report: ProbeReport) -> Path:
+    """Save `report` under `key` in the choices file (atomic replace), stamped with this CPU and the time."""
     path = choices_path(state_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         data = {}
-    data[_choice_key(role, model_path)] = {"role": role, "model": str(model_path), "cpu": cpu_signature(),
-                                           "probed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                                           "report": report.to_dict()}
+    data[key] = {"role": role, "model": str(model_path), "cpu": cpu_signature(),
+                 "probed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "report": report.to_dict()}
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
     os.replace(tmp, path)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 from typing import Any, Sequence
 
 from rag.backends.guard import (
@@ -22,6 +21,7 @@ from rag.backends.guard import (
     ProbeReport,
     choices_path,
     cpu_signature,
+    remember_report,
     remembered_report,
     measured_min_cosine,
     model_files_key,
@@ -112,18 +112,7 @@ def remembered_agreement(state_dir: str | os.PathLike[str], model_path: str) -> 
 
 
 def _remember_agreement(state_dir: str | os.PathLike[str], model_path: str, report: ProbeReport) -> None:
-    path = choices_path(state_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        data = {}
-    data[_agreement_key(model_path)] = {"role": "agreement", "model": str(model_path), "cpu": cpu_signature(),
-                                        "probed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                                        "report": report.to_dict()}
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
-    os.replace(tmp, path)
+    remember_report(state_dir, _agreement_key(model_path), "agreement", model_path, report)
 
 
 def describe_backend(setting: str, model_path: str, role: str, state_dir: str | os.PathLike[str],
