@@ -114,8 +114,7 @@ async def stream_answer(pipeline: Pipeline, question: str, caller: Caller, flt: 
         try:
             answer = pipeline.ask(question, flt=flt, on_token=on_token, history=history, mode=mode, caller=caller)
             put("answer", answer)
-        except StreamCancelled as exc:
-            _close_abandoned_streams(exc)
+        except StreamCancelled:  # unwinding closed the LLM stream (rag.answering.llm iterates it in `with`)
             log.info("streamed answer stopped: the client went away")
         except BaseException as exc:  # noqa: BLE001  (reported to the client as an error event)
             put("error", exc)
@@ -138,26 +137,6 @@ async def stream_answer(pipeline: Pipeline, question: str, caller: Caller, flt: 
         # Any way out (done, client disconnected, response cancelled or closed): the worker stops
         # at its next token instead of generating an answer nobody reads.
         stop.set()
-
-
-def _close_abandoned_streams(exc: BaseException) -> None:
-    """Close the upstream LLM streams held by the frames `exc` unwound (those of this one answer).
-
-    The openai client's `Stream` closes its HTTP response when closed, or when its generator is
-    finalized; but that generator and the Stream reference each other, so a stream iterated without
-    `with` and abandoned by an exception stays open (and the LLM keeps generating) until the cyclic
-    garbage collector happens to run. Closing it here hangs up on the LLM at once.
-    """
-    try:
-        from openai import Stream
-    except ImportError:  # pragma: no cover - no LLM client installed, so no LLM stream to close
-        return
-    tb = exc.__traceback__
-    while tb is not None:
-        for value in list(tb.tb_frame.f_locals.values()):
-            if isinstance(value, Stream):
-                value.close()
-        tb = tb.tb_next
 
 
 def sse(event: str, data: Any) -> str:
