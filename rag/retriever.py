@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from rag.backends import ensure_collection_backend
 from rag.config import Settings
 from rag.embedding import EmbedderProtocol
 from rag.errors import ConfigError, EmptyQueryError, RagError
@@ -58,6 +59,9 @@ class RetrievalConfig:
     bm25_k1: float = 1.2
     bm25_b: float = 0.75
     bm25_language: str = "english"
+    # Where the backend quality-guard measurements are remembered (None: a backend differing from the one
+    # the collection was built with is refused unless the embedder carries its own probe report).
+    state_dir: str | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "RetrievalConfig":
@@ -76,6 +80,7 @@ class RetrievalConfig:
             bm25_k1=float(settings.bm25_k1),
             bm25_b=float(settings.bm25_b),
             bm25_language=str(settings.bm25_language),
+            state_dir=str(settings.state_dir),
         )
 
 
@@ -131,6 +136,8 @@ class HybridRetriever:
             return info
         # Raises ModelMismatchError: a query embedded with another model would silently match garbage.
         self.store.check_compatible(self.embedder.model_name, self.embedder.dimension)
+        # ... and so would a query embedded by a backend whose vectors disagree with the stored ones.
+        ensure_collection_backend(self.store.collection, info.embed_backend, self.embedder, self.config.state_dir)
         given = self._given_bm25
         if given is not None and _same_bm25(given, info):
             self._bm25 = given

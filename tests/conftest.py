@@ -36,6 +36,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+# The product default `auto` probes every backend on the first load of a model in a state_dir; tests run the
+# reference backend unless they test the backends (tests/test_backends.py names them), in this process and in
+# every CLI or server process a test starts.
+os.environ.setdefault("RAG_EMBED_BACKEND", "torch-fp32")
+os.environ.setdefault("RAG_RERANK_BACKEND", "torch-fp32")
 
 import pytest
 
@@ -80,6 +85,8 @@ def settings_for(root: Path, minilm_path: str, **changes):
         # Server jobs run in this process: the nice-19 worker process (the product default) is what
         # tests/test_priority.py tests; elsewhere its start-up (a second torch + model) only adds time.
         ingest_priority="normal",
+        embed_backend="torch-fp32",
+        rerank_backend="torch-fp32",
     )
     base.update(changes)
     return Settings(**base)

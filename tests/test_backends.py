@@ -20,6 +20,7 @@ from rag.backends import (
     ProbeReport,
     check_backend_name,
     check_vectors_compatible,
+    cpu_has_native_bf16,
     default_cache_dir,
     embedding_agreement,
     kendall_tau,
@@ -28,6 +29,7 @@ from rag.backends import (
     probe_backends,
     resolve_backend,
     top_k_overlap,
+    unusable_backends,
     vectors_compatible,
 )
 from rag.backends import guard as guard_module
@@ -136,6 +138,10 @@ def test_auto_picks_the_fastest_passing_backend_refuses_bad_ones_and_remembers(m
         assert "min cosine to fp32" in report.results[name].reason and "< 0.99" in report.results[name].reason
     assert report.results["truncated-8"].metrics["min_cosine"] < 0.9
     assert report.results[BROKEN_INT8].metrics["min_cosine"] < EMBED_MIN_COSINE  # a real quantization, measured bad
+    # bf16 is probed only where the CPU has it in hardware; elsewhere it is a candidate refused with the reason.
+    if not cpu_has_native_bf16():
+        assert not report.results["torch-bf16"].passed and "no hardware bf16" in report.results["torch-bf16"].reason
+        assert report.chosen != "torch-bf16"
 
     saved = json.loads((state_dir / "model_backends.json").read_text())
     (entry,) = [e for e in saved.values() if e["role"] == "embedder"]
@@ -153,6 +159,19 @@ def test_auto_picks_the_fastest_passing_backend_refuses_bad_ones_and_remembers(m
     assert again.report is report2  # the loaded backend carries its report, for the collection check
     ok, reason = check_vectors_compatible("torch-fp32", BROKEN_INT8, report)
     assert not ok and "disagree" in reason and "embed_backend" in reason
+
+
+def test_native_bf16_is_read_from_the_cpu_flags_and_gates_bf16_everywhere():
+    from rag.tuning.reader import ReaderTrainConfig
+
+    avx2 = "processor\t: 0\nflags\t\t: fpu sse4_2 avx avx2 fma f16c\n"
+    assert not cpu_has_native_bf16(avx2)
+    assert cpu_has_native_bf16(avx2.replace("f16c", "avx512f avx512_bf16"))
+    assert cpu_has_native_bf16(avx2.replace("f16c", "amx_bf16 amx_tile"))
+    assert not cpu_has_native_bf16("")
+    native = cpu_has_native_bf16()
+    assert ("torch-bf16" in unusable_backends()) is (not native)
+    assert ReaderTrainConfig().bf16 is native  # reader training autocasts only where bf16 is real
 
 
 def test_vectors_compatible_uses_pairwise_values_or_the_angle_bound():
@@ -229,7 +248,7 @@ def test_embedder_and_reranker_take_a_backend_setting(minilm_path, state_dir, em
     settings = Settings(embed_model=minilm_path, rerank_model=minilm_path, state_dir=str(state_dir),
                         embed_backend="onnx-int8", rerank_max_tokens=64)
     validate(settings)
-    assert Settings().embed_backend == "torch-fp32" and Settings().rerank_max_tokens is None
+    assert Settings().embed_backend == "auto" and Settings().rerank_backend == "auto"
     with pytest.raises(ConfigError, match="embed_backend"):
         validate(Settings(embed_backend="fp8"))
     embedder = embedder_from_settings(settings)
@@ -301,6 +320,22 @@ def test_a_collection_refuses_an_ingest_whose_backend_disagrees_and_accepts_one_
     _docs(tmp_path, "gamma")
     report, info, after = _ingest(settings, Embedder(embed_backends["onnx-int8"], minilm_path), folder)
     assert report.failed == 0 and after > before and info.embed_backend == "torch-fp32"  # the record stays the creator's
+
+    # Queries are held to the same rule: a query embedded by the broken backend would match garbage.
+    from rag.pipeline import Pipeline
+
+    with pytest.raises(ModelMismatchError, match=f"'notes'.*{BROKEN_INT8}"):
+        pipeline = Pipeline(settings, embedder=broken)
+        try:
+            pipeline.search("alpha notes", k=3, mode="dense")
+        finally:
+            pipeline.close()
+    agreeing = Pipeline(settings, embedder=Embedder(embed_backends["onnx-int8"], minilm_path))
+    try:
+        hits = agreeing.search("alpha notes", k=3, mode="hybrid").hits
+    finally:
+        agreeing.close()
+    assert any(h.chunk.file_path.endswith("alpha.txt") for h in hits)
 
 
 @pytest.mark.slow

@@ -35,9 +35,11 @@ from rag.backends.runtime import (
     OnnxBackend,
     TorchBackend,
     check_backend_name,
+    cpu_has_native_bf16,
     default_cache_dir,
     load_backend,
     load_model,
+    unusable_backends,
 )
 from rag.backends.vectors import (
     describe_backend,
@@ -54,5 +56,5 @@ __all__ = [
     "embedding_agreement", "kendall_tau", "load_backend", "load_model", "probe_backends", "ranking_agreement",
     "remembered_choice", "resolve_backend", "select_fastest", "top_k_overlap", "vectors_compatible",
     "describe_backend", "embedder_backend", "ensure_collection_backend", "measure_vector_agreement",
-    "measured_min_cosine", "remembered_agreement", "vectors_backend",
+    "measured_min_cosine", "remembered_agreement", "vectors_backend", "cpu_has_native_bf16", "unusable_backends",
 ]

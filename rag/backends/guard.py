@@ -26,7 +26,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from rag.backends.runtime import BACKENDS, default_cache_dir, load_backend, load_model
+from rag.backends.runtime import BACKENDS, default_cache_dir, load_backend, load_model, unusable_backends
 
 log = logging.getLogger(__name__)
 
@@ -320,7 +320,11 @@ def resolve_backend(kind: str, model_path: str, role: str, state_dir: str | os.P
             log.warning("remembered %s backend %s no longer loads (%s); probing again", role, report.chosen, exc)
     backends: dict[str, Any] = {}
     reasons: dict[str, str] = {}
+    skip = unusable_backends()
     for name in candidates:
+        if name in skip:
+            reasons[name] = skip[name]
+            continue
         try:
             backends[name] = load_backend(name, model_path, role, cache_dir, model=model)
         except Exception as exc:  # e.g. onnxruntime missing: the backend is not a candidate, and we say why

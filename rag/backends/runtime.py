@@ -54,6 +54,33 @@ def check_backend_name(kind: str, setting: str = "embed_backend") -> str:
     return value
 
 
+def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
+    """True when the CPU computes bf16 in hardware (x86 `avx512_bf16` or `amx_bf16` in /proc/cpuinfo).
+
+    Without it, torch's CPU bf16 autocast is emulated: a MiniLM training step measured 80 s instead of 2 s on
+    an AVX2-only EPYC. Unknown (no /proc/cpuinfo) counts as no.
+    """
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return False
+    flags = set()
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.partition(":")[2].split())
+            break
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def unusable_backends() -> dict[str, str]:
+    """Backends not worth probing on this CPU, each with the reason (today: bf16 without hardware bf16)."""
+    if cpu_has_native_bf16():
+        return {}
+    return {"torch-bf16": "not probed: this CPU has no hardware bf16 (avx512_bf16 / amx_bf16), so bf16 autocast "
+                          "is emulated and slower than fp32"}
+
+
 def default_cache_dir(state_dir: str | os.PathLike[str]) -> Path:
     """Where exported ONNX models live: beside the other model state, under the state dir."""
     return Path(state_dir).expanduser() / "models" / "onnx"

@@ -39,6 +39,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from rag.backends.runtime import cpu_has_native_bf16
 from rag.errors import ConfigError, RagError
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,9 @@ class ReaderTrainConfig:
     doc_stride: int = 96  # tokens shared by consecutive windows of one passage
     max_query_length: int = 64
     max_steps: int | None = None  # cap (tests, smoke runs)
-    bf16: bool = True  # CPU autocast: ~2x faster here (FACTS: avx512_bf16); weights and optimizer stay fp32
+    # CPU bf16 autocast where the CPU has bf16 in hardware (~2x faster with avx512_bf16); emulated elsewhere, and
+    # then ~40x slower, so off. Weights and optimizer stay fp32 either way.
+    bf16: bool = field(default_factory=cpu_has_native_bf16)
     seed: int = 0
     # Keep the word embeddings as pretrained: a few thousand questions cannot improve 30k vocabulary rows, and not
     # updating them saves their dense gradient and optimizer step (~8 % of a step here).
