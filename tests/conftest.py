@@ -130,7 +130,7 @@ def reranker(minilm_path):
     from rag.rerank import load_reranker
 
     torch.manual_seed(0)
-    model = load_reranker(Settings(rerank_model=minilm_path))
+    model = load_reranker(Settings(rerank_model=minilm_path, rerank_backend="torch-fp32"))
     assert model is not None
     return model
 

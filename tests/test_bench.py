@@ -42,7 +42,7 @@ def tiny_result(tmp_path_factory, minilm_path, evaldata):
     from rag.config import Settings
 
     tmp = tmp_path_factory.mktemp("bench")
-    settings = Settings(qdrant_path=str(tmp / "q"), state_dir=str(tmp / "s"), embed_model=minilm_path,
+    settings = Settings(embed_backend="torch-fp32", rerank_backend="torch-fp32", qdrant_path=str(tmp / "q"), state_dir=str(tmp / "s"), embed_model=minilm_path,
                         rerank_model=minilm_path, llm_provider="extractive", chunk_tokens=256,
                         chunk_overlap_tokens=16, rerank_top_m=3, leg_limit=20)
     cfg = bench.BenchConfig(sizes=[300], ingest_max_kb=1, ingest_max_chars=2000, query_pad_to=120,
@@ -105,8 +105,10 @@ def test_bench_reports_every_part_with_positive_figures(tiny_result):
     assert set(r["targets"]) == {"ingest_ratio_to_model_bound", "rerank_non_inference_share",
                                  "ndcg_vs_langchain_hybrid", "ndcg_vs_langchain_rerank",
                                  "p50_speedup_vs_langchain_hybrid", "p50_speedup_vs_langchain_rerank",
-                                 "hybrid_p50_ms_largest_edge"}
+                                 "hybrid_p50_ms_largest_edge", "dense_recall_at_10_largest_edge"}
     assert r["targets"]["hybrid_p50_ms_largest_edge"]["met"] is None  # 1M not measured here
+    assert r["targets"]["dense_recall_at_10_largest_edge"]["met"] is None
+    assert r["targets"]["dense_recall_at_10_largest_edge"]["value"] == edge["dense_recall"]["recall_at_10"]
 
 
 @pytest.mark.slow  # needs tiny_result (the ~75 s bench run)
@@ -127,7 +129,7 @@ def test_settings_env_reproduces_the_settings_in_a_subprocess(tmp_path, monkeypa
     from evals.bench.serve import settings_env
     from rag.config import Settings, load_settings
 
-    settings = Settings(qdrant_path=str(tmp_path / "q"), state_dir=str(tmp_path / "s"), embed_model=minilm_path,
+    settings = Settings(embed_backend="torch-fp32", rerank_backend="torch-fp32", qdrant_path=str(tmp_path / "q"), state_dir=str(tmp_path / "s"), embed_model=minilm_path,
                         rerank_model=minilm_path, llm_provider="extractive", collection="bench_serve",
                         default_acl=["public", "team"], leg_limit=33)
     env = settings_env(settings)
@@ -152,7 +154,7 @@ def test_unknown_part_names_every_part():
 def _tiny_settings(tmp, minilm_path):
     from rag.config import Settings
 
-    return Settings(qdrant_path=str(tmp / "q"), state_dir=str(tmp / "s"), embed_model=minilm_path,
+    return Settings(embed_backend="torch-fp32", rerank_backend="torch-fp32", qdrant_path=str(tmp / "q"), state_dir=str(tmp / "s"), embed_model=minilm_path,
                     rerank_model=minilm_path, llm_provider="extractive", chunk_tokens=256,
                     chunk_overlap_tokens=16, rerank_top_m=3, leg_limit=20)
 
@@ -235,8 +237,12 @@ def test_backends_part_quick_reports_ratios_to_fp32(tmp_path, minilm_path, evald
         src = b["embedding" if row["stage"] == "embed" else "rerank"][row["variant"]]
         key = "chunks_per_s_ratio" if row["stage"] == "embed" else "stage_ratio"
         assert row[key] == src[key]
+    for role in ("embedder", "reranker"):  # auto's one-time cost: probed once, then the remembered choice loads
+        auto = b["auto_first_load"][role]
+        assert auto["chosen"] in kinds and auto["remembered_chosen"] == auto["chosen"]
+        assert auto["remembered_s"] < auto["first_s"]
     md = render_markdown(r)
-    assert "## 6. Model backends" in md and "| onnx-int8 |" in md
+    assert "## 6. Model backends" in md and "| onnx-int8 |" in md and "`auto` on a user's first load" in md
 
 
 def test_synthetic_bm25_gives_the_encoders_own_vectors():

@@ -24,7 +24,7 @@ HOLDER = """
 import sys, time
 from rag.config import Settings
 from rag.pipeline import Pipeline
-pipeline = Pipeline(Settings(qdrant_path=sys.argv[1], collection="conc", embed_model=sys.argv[2]))
+pipeline = Pipeline(Settings(embed_backend="torch-fp32", rerank_backend="torch-fp32", qdrant_path=sys.argv[1], collection="conc", embed_model=sys.argv[2]))
 assert pipeline.store.info() is not None
 print("ready", flush=True)
 sys.stdin.readline()  # hold the store until the test says so

@@ -36,7 +36,7 @@ def indexed(tmp_path_factory, evaldata, minilm_path, embedder):
     docs.mkdir()
     for name in ("fake-memo.pdf", "family-day.eml"):
         shutil.copy(evaldata / "docs-mixed" / "files" / name, docs / name)
-    settings = Settings(qdrant_path=str(root / "qdrant"), state_dir=str(root / "state"), collection="dep",
+    settings = Settings(embed_backend="torch-fp32", rerank_backend="torch-fp32", qdrant_path=str(root / "qdrant"), state_dir=str(root / "state"), collection="dep",
                         embed_model=minilm_path, rerank_model="none", mode="hybrid", llm_provider="extractive",
                         chunk_tokens=128, chunk_overlap_tokens=16)
     store = open_store(settings)

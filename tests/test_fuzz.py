@@ -119,7 +119,7 @@ def tiny_pipeline(tmp_path_factory, evaldata, minilm_path, embedder):
     docs.mkdir()
     for name in ("fake-memo.pdf", "stanley-cups.csv", "book-war-and-peace-1p.txt"):
         shutil.copy(evaldata / "docs-mixed" / "files" / name, docs / name)
-    settings = Settings(qdrant_path=str(root / "qdrant"), collection="fuzz", embed_model=minilm_path,
+    settings = Settings(embed_backend="torch-fp32", rerank_backend="torch-fp32", qdrant_path=str(root / "qdrant"), collection="fuzz", embed_model=minilm_path,
                         rerank_model="none", mode="hybrid", llm_provider="extractive", chunk_tokens=128,
                         chunk_overlap_tokens=16)
     pipeline = Pipeline(settings, embedder=embedder)

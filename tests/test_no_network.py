@@ -94,6 +94,8 @@ def test_ingest_and_answer_make_no_network_call(tmp_path, evaldata, minilm_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["indexed"] == 2 and result["evidence"] > 0  # a real ingest and a real answer ran
+    # ... on the product defaults, so the embedder's backend was chosen by `auto` (ONNX export, quantization, probe)
+    assert (tmp_path / ".rag" / "model_backends.json").is_file()
     assert _outside(result["events"]) == []
     if not strace:
         pytest.skip("strace is not installed: native-code lookups (ONNX Runtime's telemetry) were not traced")

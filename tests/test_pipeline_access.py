@@ -33,7 +33,7 @@ def collection(tmp_path_factory, minilm_path, embedder):
     secret_dir.mkdir()
     (public_dir / "public.txt").write_text(PUBLIC_TEXT + "\n", encoding="utf-8")
     (secret_dir / "secret.txt").write_text(SECRET_TEXT + "\n", encoding="utf-8")
-    settings = Settings(qdrant_path=str(root / "qdrant"), collection="access", embed_model=minilm_path,
+    settings = Settings(embed_backend="torch-fp32", rerank_backend="torch-fp32", qdrant_path=str(root / "qdrant"), collection="access", embed_model=minilm_path,
                         rerank_model="none", mode="hybrid", llm_provider="extractive", chunk_tokens=128,
                         chunk_overlap_tokens=16)
     pipeline = Pipeline(settings, embedder=embedder)

@@ -67,7 +67,7 @@ def test_load_reranker_none_when_disabled():
 
 
 def test_load_reranker_is_cached(reranker, minilm_path):
-    assert load_reranker(Settings(rerank_model=minilm_path)) is reranker
+    assert load_reranker(Settings(rerank_model=minilm_path, rerank_backend="torch-fp32")) is reranker
 
 
 def test_missing_model_path_names_model_and_setting(tmp_path):

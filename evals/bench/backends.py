@@ -19,9 +19,10 @@ from rag.config import Settings
 class BackendsConfig:
     """Sizes of the backends part; `quick()` is the smoke-test variant."""
 
-    chunks: int = 96
-    queries: int = 40
-    rerank_questions: int = 8
+    # Sized so a 0.005 nDCG@10 difference and a 10 % speed difference stand out of the noise (~10 min on 2 cores).
+    chunks: int = 256
+    queries: int = 100
+    rerank_questions: int = 100
     m: int | None = None  # candidates per question; None = the product's default (settings.rerank_top_m)
 
     @classmethod
