@@ -311,7 +311,7 @@ def run(n_chunks: int = 96, n_queries: int = 40, n_rerank: int = 8, m: int = 30,
         variants[f"{k} full"] = lambda q, ps, b=rr[k]: b.predict([(q, p) for p in ps], batch_size=32)
     for budget in budgets:
         windower = PassageWindower(ce.tokenizer, budget)
-        for k in [k for k in ("torch-fp32", "torch-bf16", "onnx-fp32", "onnx-int8") if k in rr]:
+        for k in kinds:
             variants[f"{k} budget{budget}"] = lambda q, ps, b=rr[k], w=windower: b.predict(w.pairs(q, ps), batch_size=32)
     tok = ce.tokenizer
     result["rerank_pair_tokens_mean"] = float(np.mean([len(tok(q, p)["input_ids"]) for q, ps, _ in items for p in ps]))

@@ -26,7 +26,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from rag.backends.runtime import BACKENDS, default_cache_dir, load_backend, load_model, unusable_backends
+from rag.backends.runtime import (BACKENDS, cpu_flags, cpuinfo_text, default_cache_dir, load_backend, load_model,
+                                  unusable_backends)
 
 log = logging.getLogger(__name__)
 
@@ -231,19 +232,13 @@ def model_files_key(model_path: str) -> str:
 
 def cpu_signature() -> str:
     """What makes a speed ranking valid: CPU model, the instruction sets that matter, core count."""
-    flags = ""
     model_name = platform.processor()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("model name") and not model_name:
-                    model_name = line.split(":", 1)[1].strip()
-                if line.startswith("flags"):
-                    have = set(line.split(":", 1)[1].split())
-                    flags = ",".join(f for f in ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8") if f in have)
-                    break
-    except OSError:
-        pass
+    for line in cpuinfo_text().splitlines():
+        if line.startswith("model name") and not model_name:
+            model_name = line.split(":", 1)[1].strip()
+            break
+    have = cpu_flags()
+    flags = ",".join(f for f in ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8") if f in have)
     return f"{model_name}|{flags}|{os.cpu_count()}"
 
 
