@@ -49,8 +49,12 @@ class EmbedderProtocol(Protocol):
 class Embedder:
     """A loaded sentence-transformers model with the query/passage conventions of this product."""
 
-    def __init__(self, model: Any, model_name: str, query_instruction: str = "", batch_size: int = 32) -> None:
+    def __init__(self, model: Any, model_name: str, query_instruction: str = "", batch_size: int = 32,
+                 query_model: Any = None) -> None:
         self._model = model
+        # Single queries may run on another backend (`auto` picks the one with the least per-query latency,
+        # which is not always the one with the best batch throughput); by default the same model.
+        self._query_model = query_model if query_model is not None else model
         self.model_name = model_name
         self.query_instruction = query_instruction
         self.batch_size = batch_size
@@ -61,6 +65,7 @@ class Embedder:
         self.dimension: int = int(dim)
         # Which rag.backends backend runs the model (torch-fp32 unless a setting chose another).
         self.backend: str = getattr(model, "kind", "torch-fp32")
+        self.query_backend: str = getattr(self._query_model, "kind", self.backend)
         # The chunker keeps chunks below max_tokens - 2 so the model's [CLS]/[SEP] still fit.
         self.max_tokens: int = int(model.max_seq_length or 512)
         # Tokenizers and torch modules are not guaranteed thread-safe (the UI calls from threads), so
@@ -70,6 +75,8 @@ class Embedder:
         self._tokenizer = copy.deepcopy(model.tokenizer)
         self._count_lock = threading.Lock()
         self._lock = threading.Lock()
+        # A separate query model has its own lock, so a query never waits behind an ingest batch.
+        self._query_lock = self._lock if self._query_model is model else threading.Lock()
 
     @property
     def model(self) -> Any:
@@ -92,11 +99,12 @@ class Embedder:
 
     def embed_query(self, text: str) -> np.ndarray:
         """Embed one query with the query instruction prepended: float32 vector of shape (dimension,)."""
-        return self._encode([self.query_instruction + text], False)[0]
+        return self._encode([self.query_instruction + text], False, query=True)[0]
 
-    def _encode(self, texts: list[str], show_progress: bool) -> np.ndarray:
-        with self._lock:
-            vectors = self._model.encode(
+    def _encode(self, texts: list[str], show_progress: bool, query: bool = False) -> np.ndarray:
+        model, lock = (self._query_model, self._query_lock) if query else (self._model, self._lock)
+        with lock:
+            vectors = model.encode(
                 texts,
                 batch_size=self.batch_size,
                 show_progress_bar=show_progress,
@@ -157,9 +165,13 @@ def _load_embedder_cached(model_name: str, query_instruction: str, batch_size: i
     if backend != "torch-fp32":
         # rag.backends: bf16 autocast or an ONNX Runtime export (onnxruntime imported only for ONNX kinds);
         # "auto" probes the fastest backend that passes the quality guard once and remembers it.
-        from rag.backends import resolve_backend
+        from rag.backends import resolve_backend, resolve_query_backend
 
-        model, _report = resolve_backend(backend, model_name, "embedder", state_dir, model=model)
+        base = model
+        model, report = resolve_backend(backend, model_name, "embedder", state_dir, model=base)
+        query_model = resolve_query_backend(backend, model, report, model_name, state_dir, model=base)
+        return Embedder(model, model_name, query_instruction=query_instruction, batch_size=batch_size,
+                        query_model=query_model)
     return Embedder(model, model_name, query_instruction=query_instruction, batch_size=batch_size)
 
 

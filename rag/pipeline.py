@@ -125,8 +125,10 @@ class Pipeline:
         remembered probe's choice and the backends the quality guard refused) is described.
         """
         st = self.settings
+        loaded = self._embedder is not None
         embedder = describe_backend(st.embed_backend, st.embed_model, "embedder", st.state_dir,
-                                    loaded=getattr(self._embedder, "backend", None) if self._embedder is not None else None)
+                                    loaded=getattr(self._embedder, "backend", None) if loaded else None,
+                                    loaded_query=getattr(self._embedder, "query_backend", None) if loaded else None)
         reranker = None
         if st.rerank_enabled:
             reranker = describe_backend(st.rerank_backend, st.rerank_model.strip(), "reranker", st.state_dir,

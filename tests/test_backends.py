@@ -338,6 +338,61 @@ def test_a_collection_refuses_an_ingest_whose_backend_disagrees_and_accepts_one_
     assert any(h.chunk.file_path.endswith("alpha.txt") for h in hits)
 
 
+def test_auto_keeps_a_second_choice_for_single_queries_and_the_embedder_uses_it(
+        tmp_path, make_settings, minilm_path, st_model, embed_backends, broken_int8, broken_report, state_dir):
+    """The probe times single queries too; the embedder embeds queries with that choice and passages with the
+    batch one; stats name both; a query backend whose vectors disagree with the collection's is refused."""
+    from rag.backends import GuardResult, describe_backend, resolve_query_backend, select_fastest
+    from rag.embedding import Embedder
+    from rag.errors import ModelMismatchError
+
+    report = probe_backends("embedder", {k: embed_backends[k] for k in ("torch-fp32", "onnx-fp32")},
+                            texts=EMBED_PROBE[:8], queries=probe_data.EMBED_QUERIES[:6])
+    for name in ("torch-fp32", "onnx-fp32"):
+        assert report.results[name].query_seconds > 0
+    assert report.chosen_query == select_fastest(report.results, by="query_seconds")
+    # The choice rule, on fixed figures: batch speed and query latency can pick different backends, and a
+    # refused backend is never picked, however fast.
+    results = {"torch-fp32": GuardResult("torch-fp32", "embedder", True, "", seconds=1.0, query_seconds=0.30),
+               "onnx-int8": GuardResult("onnx-int8", "embedder", True, "", seconds=0.5, query_seconds=0.20),
+               "onnx-fp32": GuardResult("onnx-fp32", "embedder", True, "", seconds=0.9, query_seconds=0.10),
+               "bad": GuardResult("bad", "embedder", False, "", seconds=0.1, query_seconds=0.01)}
+    assert select_fastest(results) == "onnx-int8" and select_fastest(results, by="query_seconds") == "onnx-fp32"
+    assert ProbeReport.from_dict(report.to_dict()).chosen_query == report.chosen_query
+    assert ProbeReport.from_dict({"role": "embedder", "chosen": "onnx-int8", "results": {}}).query_backend == "onnx-int8"
+
+    # A report whose batch choice is int8 and query choice ONNX fp32: `auto` loads both; named backends never split.
+    split = ProbeReport.from_dict({**report.to_dict(), "chosen": "onnx-int8", "chosen_query": "onnx-fp32"})
+    batch = embed_backends["onnx-int8"]
+    query = resolve_query_backend("auto", batch, split, minilm_path, state_dir, model=st_model)
+    assert query.kind == "onnx-fp32" and query.report is split
+    assert resolve_query_backend("onnx-int8", batch, split, minilm_path, state_dir) is batch
+    assert resolve_query_backend("auto", batch, None, minilm_path, state_dir) is batch
+    embedder = Embedder(batch, minilm_path, query_model=query)
+    assert (embedder.backend, embedder.query_backend) == ("onnx-int8", "onnx-fp32")
+    text = "who discovered polonium?"
+    np.testing.assert_allclose(embedder.embed_query(text), query.encode([text])[0], atol=1e-6)
+    np.testing.assert_allclose(embedder.embed_passages([text])[0], batch.encode([text])[0], atol=1e-6)
+    assert describe_backend("auto", minilm_path, "embedder", state_dir, loaded="onnx-int8",
+                            loaded_query="onnx-fp32").startswith("onnx-int8, queries onnx-fp32 (auto:")
+
+    # The collection check covers the query backend: fp32-built vectors, passages by int8 (agrees), queries by
+    # the broken quantization (disagrees) -> refused, naming the query backend.
+    settings = make_settings(tmp_path, collection="split")
+    _ingest(settings, Embedder(embed_backends["torch-fp32"], minilm_path), _docs(tmp_path, "alpha"))
+    batch_with_report = load_backend("onnx-int8", minilm_path, "embedder", default_cache_dir(state_dir), model=st_model)
+    batch_with_report.report = broken_report
+    mixed = Embedder(batch_with_report, minilm_path, query_model=broken_int8)
+    from rag.pipeline import Pipeline
+
+    pipeline = Pipeline(settings, embedder=mixed)
+    try:
+        with pytest.raises(ModelMismatchError, match=f"'split'.*{BROKEN_INT8}"):
+            pipeline.search("alpha notes", k=3, mode="dense")
+    finally:
+        pipeline.close()
+
+
 @pytest.mark.slow
 def test_a_backend_never_compared_with_the_collections_is_measured_once_then_remembered(
         tmp_path, make_settings, minilm_path, embedder, embed_backends, monkeypatch):

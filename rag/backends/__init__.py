@@ -5,6 +5,7 @@
     backend.predict(pairs, batch_size=32)         # reranker: float32 (n,) raw logits
 
     backend, report = resolve_backend("auto", model_path, "embedder", state_dir)   # probe once, remember
+    query_backend = resolve_query_backend("auto", backend, report, model_path, state_dir)  # least latency per query
     vectors_compatible(recorded_backend, current_backend, report)                  # may vectors mix?
     ensure_collection_backend(collection, info.embed_backend, embedder, state_dir)  # ModelMismatchError if not
 
@@ -26,6 +27,7 @@ from rag.backends.guard import (
     ranking_agreement,
     remembered_choice,
     resolve_backend,
+    resolve_query_backend,
     select_fastest,
     top_k_overlap,
     vectors_compatible,
@@ -54,7 +56,7 @@ __all__ = [
     "BACKENDS", "EMBED_MIN_COSINE", "RERANK_MIN_KENDALL_TAU", "RERANK_MIN_TOP10_OVERLAP", "GuardResult", "OnnxBackend",
     "PassageWindower", "ProbeReport", "TorchBackend", "check_backend_name", "check_vectors_compatible", "default_cache_dir",
     "embedding_agreement", "kendall_tau", "load_backend", "load_model", "probe_backends", "ranking_agreement",
-    "remembered_choice", "resolve_backend", "select_fastest", "top_k_overlap", "vectors_compatible",
+    "remembered_choice", "resolve_backend", "resolve_query_backend", "select_fastest", "top_k_overlap", "vectors_compatible",
     "describe_backend", "embedder_backend", "ensure_collection_backend", "measure_vector_agreement",
     "measured_min_cosine", "remembered_agreement", "vectors_backend", "cpu_has_native_bf16", "unusable_backends",
 ]

@@ -7,7 +7,9 @@ The guard compares every backend with `torch-fp32` on a fixed probe set of real 
 A backend that fails is never chosen, and the reason (the measured value against the threshold) is kept.
 
 `auto` = the fastest passing backend, measured on the same probe with the backends interleaved (so a busy
-machine slows them alike); the choice is remembered in `<state_dir>/model_backends.json`, keyed by role, the
+machine slows them alike). For the embedder the probe also times single queries, one at a time, and keeps a
+second choice for them (`chosen_query`): the backend with the best batch throughput is not always the one with
+the least latency for one short text (fixed per-call overhead dominates there). The choice is remembered in `<state_dir>/model_backends.json`, keyed by role, the
 model's files and this CPU, so the probe runs once.
 """
 
@@ -49,6 +51,8 @@ class GuardResult:
     metrics: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0  # total probe time (interleaved with the other backends)
     ratio_to_fp32: float = 1.0  # seconds / fp32 seconds in the same run
+    query_seconds: float = 0.0  # embedder: total time of the single-query probe (one text per call)
+    query_ratio_to_fp32: float = 1.0
 
 
 @dataclass
@@ -60,6 +64,12 @@ class ProbeReport:
     results: dict[str, GuardResult]
     pairwise_min_cosine: dict[str, dict[str, float]] = field(default_factory=dict)  # embedder only
     probe_size: int = 0
+    chosen_query: str = ""  # embedder: the passing backend with the least single-query time ("" = `chosen`)
+
+    @property
+    def query_backend(self) -> str:
+        """The backend for single queries: `chosen_query` when the probe timed queries, else `chosen`."""
+        return self.chosen_query or self.chosen
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -70,7 +80,8 @@ class ProbeReport:
     def from_dict(cls, data: dict[str, Any]) -> "ProbeReport":
         results = {k: GuardResult(**v) for k, v in data.get("results", {}).items()}
         return cls(role=data["role"], chosen=data["chosen"], results=results,
-                   pairwise_min_cosine=data.get("pairwise_min_cosine", {}), probe_size=int(data.get("probe_size", 0)))
+                   pairwise_min_cosine=data.get("pairwise_min_cosine", {}), probe_size=int(data.get("probe_size", 0)),
+                   chosen_query=str(data.get("chosen_query", "") or ""))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -148,11 +159,14 @@ def judge_reranker(metrics: dict[str, float], min_overlap: float = RERANK_MIN_TO
 
 
 def probe_backends(role: str, backends: dict[str, Any], texts: Sequence[str] | None = None,
-                   questions: Sequence[tuple[str, Sequence[str]]] | None = None, batch_size: int = 32) -> ProbeReport:
+                   questions: Sequence[tuple[str, Sequence[str]]] | None = None, batch_size: int = 32,
+                   queries: Sequence[str] | None = None) -> ProbeReport:
     """Run every backend on the probe set (interleaved), judge each against `torch-fp32`, pick the fastest passing.
 
     `backends` maps a name to an object with `encode` (embedder) or `predict` (reranker); it must hold
     `torch-fp32`, the reference. Any extra name (a deliberately bad wrapper in tests) is judged the same way.
+    For the embedder, `queries` (default: the probe's questions) are also embedded one per call to time
+    single-query latency, which picks `chosen_query`.
     """
     if REFERENCE not in backends:
         raise ValueError(f"probing needs the {REFERENCE} reference backend among {sorted(backends)}")
@@ -178,6 +192,11 @@ def probe_backends(role: str, backends: dict[str, Any], texts: Sequence[str] | N
             results[name] = GuardResult(name, role, passed, reason, metrics, seconds[name])
         pairwise = {a: {b: embedding_agreement(vectors[a], vectors[b])["min_cosine"] for b in names} for a in names}
         size = len(texts)
+        query_seconds = _time_single_queries(backends, names, list(queries if queries is not None
+                                                                    else probe_data.EMBED_QUERIES))
+        for name in names:
+            results[name].query_seconds = query_seconds[name]
+            results[name].query_ratio_to_fp32 = query_seconds[name] / max(query_seconds[REFERENCE], 1e-9)
     elif role == "reranker":
         questions = list(questions if questions is not None else probe_data.rerank_questions())
         scores: dict[str, list[np.ndarray]] = {n: [] for n in names}
@@ -199,15 +218,32 @@ def probe_backends(role: str, backends: dict[str, Any], texts: Sequence[str] | N
     for result in results.values():
         result.ratio_to_fp32 = result.seconds / max(seconds[REFERENCE], 1e-9)
     chosen = select_fastest(results)
-    return ProbeReport(role=role, chosen=chosen, results=results, pairwise_min_cosine=pairwise, probe_size=size)
+    chosen_query = select_fastest(results, by="query_seconds") if role == "embedder" else ""
+    return ProbeReport(role=role, chosen=chosen, results=results, pairwise_min_cosine=pairwise, probe_size=size,
+                       chosen_query=chosen_query)
 
 
-def select_fastest(results: dict[str, GuardResult]) -> str:
-    """The passing backend with the least probe time (fp32 always passes against itself)."""
+def _time_single_queries(backends: dict[str, Any], names: list[str], queries: list[str]) -> dict[str, float]:
+    """Seconds per backend to embed `queries` one per call, interleaved with rotation (after one warm-up call
+    each, so first-call allocations do not count)."""
+    seconds = dict.fromkeys(names, 0.0)
+    for name in names:
+        backends[name].encode(queries[:1], batch_size=1)
+    for i, query in enumerate(queries):
+        for name in names[i % len(names):] + names[:i % len(names)]:
+            t0 = time.perf_counter()
+            backends[name].encode([query], batch_size=1)
+            seconds[name] += time.perf_counter() - t0
+    return seconds
+
+
+def select_fastest(results: dict[str, GuardResult], by: str = "seconds") -> str:
+    """The passing backend with the least probe time (`seconds`, or `query_seconds` for single queries);
+    fp32 always passes against itself."""
     passing = [r for r in results.values() if r.passed]
     if not passing:
         return REFERENCE
-    return min(passing, key=lambda r: r.seconds).backend
+    return min(passing, key=lambda r: getattr(r, by)).backend
 
 
 # --------------------------------------------------------------------------------------------------
@@ -333,6 +369,26 @@ def resolve_backend(kind: str, model_path: str, role: str, state_dir: str | os.P
     remember_choice(state_dir, role, model_path, report)
     chosen = backends.get(report.chosen) or load_backend(REFERENCE, model_path, role, cache_dir, model=model)
     return _with_report(chosen, report), report
+
+
+def resolve_query_backend(kind: str, batch_backend: Any, report: ProbeReport | None, model_path: str,
+                          state_dir: str | os.PathLike[str], model: Any = None) -> Any:
+    """The backend for single queries beside `batch_backend` (what `resolve_backend` returned for the embedder).
+
+    Only `auto` may split the two uses: with a named backend, or a probe that timed no queries, or a query
+    choice equal to the batch one, it is `batch_backend` itself. A query backend that fails to load falls back
+    to `batch_backend` with a warning (queries still work, only slower).
+    """
+    batch_kind = getattr(batch_backend, "kind", REFERENCE)
+    if kind != "auto" or report is None or report.query_backend in ("", batch_kind) or report.query_backend not in BACKENDS:
+        return batch_backend
+    try:
+        query = load_backend(report.query_backend, model_path, "embedder", default_cache_dir(state_dir),
+                             model=model if model is not None else getattr(batch_backend, "base_model", None))
+    except Exception as exc:  # a deleted export or a broken runtime: keep embedding queries with the batch backend
+        log.warning("query backend %s no longer loads (%s); queries use %s", report.query_backend, exc, batch_kind)
+        return batch_backend
+    return _with_report(query, report)
 
 
 def _with_report(backend: Any, report: ProbeReport | None) -> Any:

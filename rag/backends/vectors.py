@@ -58,11 +58,21 @@ def ensure_collection_backend(collection: str, recorded: str | None, embedder: A
                               probe_texts: Sequence[str] | None = None) -> str:
     """Raise ModelMismatchError unless `embedder`'s vectors may join a collection whose vectors came from `recorded`.
 
-    Returns the reason it may (for logs). The message of a refusal names the collection, both backends, the
-    measured agreement and what to do: set the embed backend back, or re-index into a new collection.
+    Both of its uses are checked: the backend that embeds passages and, when `auto` chose another one for
+    single queries (`embedder.query_backend`), that one too. Returns the reason they may (for logs). The
+    message of a refusal names the collection, both backends, the measured agreement and what to do: set the
+    embed backend back, or re-index into a new collection.
     """
-    stored = vectors_backend(recorded)
     current, report, base_model = embedder_backend(embedder)
+    reasons = [_ensure_backend_agrees(collection, recorded, name, report, base_model, embedder, state_dir, probe_texts)
+               for name in dict.fromkeys([current, getattr(embedder, "query_backend", None) or current])]
+    return "; ".join(reasons)
+
+
+def _ensure_backend_agrees(collection: str, recorded: str | None, current: str, report: ProbeReport | None,
+                           base_model: Any, embedder: Any, state_dir: str | os.PathLike[str] | None,
+                           probe_texts: Sequence[str] | None) -> str:
+    stored = vectors_backend(recorded)
     if stored == current:
         return f"same backend {stored}"
     value = measured_min_cosine(stored, current, report)
@@ -116,11 +126,12 @@ def _remember_agreement(state_dir: str | os.PathLike[str], model_path: str, repo
 
 
 def describe_backend(setting: str, model_path: str, role: str, state_dir: str | os.PathLike[str],
-                     loaded: str | None = None) -> str:
+                     loaded: str | None = None, loaded_query: str | None = None) -> str:
     """One line for `rag stats` / the UI: the backend in use (or configured), and for `auto` the probe's note.
 
     Cheap: loads no model and hashes no model file (the remembered probe is found by model name and CPU).
-    `loaded` is the backend of an already loaded model, when there is one.
+    `loaded` is the backend of an already loaded model, when there is one, and `loaded_query` the one its
+    single queries run on (embedder), when it differs.
     """
     entry = _latest_probe(state_dir, role, model_path) if setting == "auto" else None
     refused = ""
@@ -130,13 +141,16 @@ def describe_backend(setting: str, model_path: str, role: str, state_dir: str | 
         if names:
             refused = "; refused by the quality guard: " + ", ".join(names)
     if loaded:
-        return f"{loaded} (auto: fastest passing the quality guard{refused})" if setting == "auto" else loaded
+        uses = loaded if not loaded_query or loaded_query == loaded else f"{loaded}, queries {loaded_query}"
+        return f"{uses} (auto: fastest passing the quality guard{refused})" if setting == "auto" else uses
     if setting != "auto":
         return setting
     if entry is None:
         return "auto (not probed yet: the first model load measures the backends)"
     chosen = entry.get("report", {}).get("chosen", "?")
-    return f"{chosen} (auto: fastest passing the quality guard, probed {entry.get('probed_at', '?')}{refused})"
+    query = entry.get("report", {}).get("chosen_query") or chosen
+    uses = chosen if query == chosen else f"{chosen}, queries {query}"
+    return f"{uses} (auto: fastest passing the quality guard, probed {entry.get('probed_at', '?')}{refused})"
 
 
 def _latest_probe(state_dir: str | os.PathLike[str], role: str, model_path: str) -> dict[str, Any] | None:
