@@ -99,7 +99,8 @@ def test_bench_reports_every_part_with_positive_figures(tiny_result):
     assert _positive(edge["disk_mb"])
     # the dense index as configured and read back, recall against exact search, the payloads-last path
     assert edge["index"] == {"quantization": "scalar", "hnsw_m": 16, "hnsw_ef_construct": 100, "hnsw_payload_m": None}
-    assert 0.9 <= edge["dense_recall"]["recall_at_10"] <= 1  # 300 points: scanned, so exact
+    # 300 points stay below the HNSW indexing threshold: the search scans and rescores, so it is exact
+    assert edge["dense_recall"]["recall_at_10"] == 1.0
     assert _positive(edge["hybrid_all_payloads_ms"]["p50"]) and _positive(edge["exact_ms"]["p50"])
     assert edge["restricted_acl"]["acorn_on"]["queries"] == 3 and edge["search_sweep"][0]["change"] == {"hnsw_ef": 32}
     assert set(r["targets"]) == {"ingest_ratio_to_model_bound", "rerank_non_inference_share",
