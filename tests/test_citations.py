@@ -68,6 +68,11 @@ def test_sentence_split_handles_abbreviations_decimals_initials_and_markers():
     ]
 
 
+def test_initials_inside_bold_do_not_end_a_sentence():
+    assert sentences("The **E. W. Scripps Company** owns 15 stations. [1] It grew.") == [
+        "The **E. W. Scripps Company** owns 15 stations. [1]", "It grew."]
+
+
 def test_sentence_split_on_list_items_and_blank_lines():
     text = "Steps:\n- open the lid [1]\n- pour water [2]\n\nDone [1]."
     assert sentences(text) == ["Steps:", "- open the lid [1]", "- pour water [2]", "Done [1]."]

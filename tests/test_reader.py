@@ -159,6 +159,17 @@ def test_answer_quotes_the_span_inside_its_sentence(scripted):
     assert answer.sentences and all(s.supported for s in answer.sentences)
 
 
+def test_a_span_that_starts_with_initials_is_quoted_whole(scripted):
+    # Found in the SQuAD eval: "**E. W. Scripps Company**" was split after "**E." by the citation check, and the
+    # answer lost its first half (the bold mark hid the initial from the abbreviation rule).
+    model = ReaderModel(scripted.tokenizer.name_or_path, max_length=64, doc_stride=24, allow_untrained_head=True)
+    model.model = ScriptedHead(model.tokenizer, {"j": 5.0}, {"horse": 5.0})
+    ev = evidence("It rained. The book was written by J. R. Horse in Oxford. Then it stopped.")
+    answer = ReaderAnswerer(model=model).answer("Who wrote the book?", ev)
+    assert answer.text == "The book was written by **J. R. Horse** in Oxford. [1]"
+    assert answer_spans(answer.text) == ["J. R. Horse"]
+
+
 def test_several_spans_when_the_question_asks_for_several_things(scripted):
     ev = evidence("The zebra horse lives here.", FILLER + "The tiger lion lives there.")
     both = ReaderAnswerer(model=scripted).answer("Which two animals live here?", ev)

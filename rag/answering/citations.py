@@ -425,7 +425,8 @@ def _is_abbreviation(text: str, dot: int, floor: int) -> bool:
     k = dot
     while k > floor and not text[k - 1].isspace() and text[k - 1] not in "([\"'“":
         k -= 1
-    token = text[k:dot]
+    # Emphasis around a quoted span ("The **E. W. Scripps** ...") is not part of the word.
+    token = text[k:dot].lstrip("*_`~")
     if not token:
         return False
     low = token.lower()
