@@ -194,8 +194,10 @@ _CHUNK_DEFAULTS: dict[str, Any] = {
 
 def decode_chunk(point_id: Any, payload: dict[str, Any] | None) -> Chunk:
     """A Chunk from a stored point; missing fields get defaults, unknown and internal fields are ignored."""
+    if not payload:  # an id-only search hit (with_payload=False): ~200 per hybrid query, so the short path
+        return Chunk(str(point_id), "", "", "", "", 0, 1, 0, 0, acl=[])
     # Points written by an older version (or by hand) may lack fields: fill them rather than crash a search.
-    return Chunk.from_payload(str(point_id), {**_CHUNK_DEFAULTS, **public_payload(payload)})
+    return Chunk.from_payload(str(point_id), {**_CHUNK_DEFAULTS, "acl": [], **public_payload(payload)})
 
 
 # --------------------------------------------------------------------------------------------------
