@@ -88,7 +88,7 @@ class Settings:
     hnsw_m: int = 16
     hnsw_ef_construct: int = 100
     hnsw_payload_m: int | None = None  # extra edges per indexed payload value; 0 = none (ACORN filters); unset = hnsw_m
-    hnsw_ef: int | None = 128  # unset = the engine's default
+    hnsw_ef: int | None = 256  # unset = the engine's default; below limit x oversampling the engine uses that
     acorn: bool = True  # ACORN for filters (ACL labels) that pass at most acorn_max_selectivity of the chunks
     acorn_max_selectivity: float = 0.4
 

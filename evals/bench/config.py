@@ -38,7 +38,7 @@ class BenchConfig:
     # Search-time variants of the index settings measured on the same built Edge collection (hybrid p50 +
     # recall@10 each): how the defaults of hnsw_ef / oversampling / ACORN were chosen.
     search_sweep: list[dict[str, Any]] = field(default_factory=lambda: [
-        {"hnsw_ef": 64}, {"hnsw_ef": 256}, {"hnsw_ef": 512}, {"oversampling": 1.0}, {"rescore": False}])
+        {"hnsw_ef": 64}, {"hnsw_ef": 128}, {"hnsw_ef": 512}, {"oversampling": 1.0}, {"rescore": False}])
     sweep_queries: int = 50
     optimize_timeout_note_s: float = 600.0
     quick: bool = False

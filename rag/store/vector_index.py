@@ -36,7 +36,7 @@ class VectorIndexConfig:
     # Extra graph edges per indexed payload value ("filterable HNSW"); None: the engine default (= m);
     # 0: none, filtered queries rely on ACORN instead (the build skips one sub-graph per frequent value).
     hnsw_payload_m: int | None = None
-    hnsw_ef: int | None = 128  # candidate list while searching (None: the engine's default)
+    hnsw_ef: int | None = 256  # candidate list while searching (None: the engine's default)
     acorn: bool = True  # ACORN traversal for restrictive filters (ACL labels few chunks carry)
     acorn_max_selectivity: float = 0.4  # ACORN only when the filter passes at most this share of points
     # Engine thresholds (not user settings; tests lower them to get an HNSW graph from a few points):
