@@ -119,6 +119,43 @@ def test_create_reopen_and_info(backend):
         again.upsert([point(CORPUS[0][0], [1, 0, 0])])
 
 
+def test_edge_keeps_payloads_cached_also_for_shards_written_cold(tmp_path):
+    """Payloads read from disk per query ("Cold", Edge's default) cost 24 vs 8 ms p50 at 1M chunks: a new
+    collection is created Cached, and a shard written Cold (an older version) is switched when opened,
+    with its points, payloads and both search legs unchanged."""
+    import qdrant_edge as qe
+
+    def payload_memory(store: EdgeStore) -> str:
+        return json.loads((store.path / "edge_config.json").read_text())["payload_memory"]
+
+    fresh = EdgeStore(tmp_path / "new", "test")
+    fresh.create(CollectionInfo(name="test", embed_model="mini", dimension=4, bm25_avg_doc_len=6.0))
+    assert payload_memory(fresh) == "cached"
+    fresh.close()
+
+    old = EdgeStore(tmp_path / "old", "test")
+    old.create(CollectionInfo(name="test", embed_model="mini", dimension=4, bm25_avg_doc_len=6.0))
+    old.upsert([point(c, d) for c, d in CORPUS])
+    old.flush()
+    path = old.path
+    old.close()
+    cold = qe.EdgeShard.load(str(path), qe.EdgeConfig(
+        sparse_vectors={"bm25": qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)}, payload_memory=qe.Memory.Cold))
+    cold.close()
+    assert json.loads((path / "edge_config.json").read_text())["payload_memory"] == "cold"
+
+    reopened = EdgeStore(tmp_path / "old", "test")
+    try:
+        assert payload_memory(reopened) == "cached"
+        assert reopened.count() == len(CORPUS)
+        dense, bm25 = reopened.search([1, 0, 0, 0], ENC.encode_query("wing"), SearchFilter(), 2)
+        assert dense[0].chunk.text == "wing lift at high angle of attack"
+        assert {h.chunk.id for h in bm25} == {CORPUS[0][0].id, CORPUS[3][0].id}
+        assert reopened.retrieve([CORPUS[0][0].id])[0].file_path == "/docs/aero/wing.md"
+    finally:
+        reopened.close()
+
+
 def test_search_runs_both_legs_with_payload(filled):
     dense, sparse = filled.search([1, 0, 0, 0], ENC.encode_query("wing lift"), SearchFilter(acl=["public", "eng", "finance"]), 10)
     wing, plate, revenue, slender = (c.id for c, _ in CORPUS)
