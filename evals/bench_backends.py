@@ -133,22 +133,34 @@ def _rotated(names: list[str], i: int) -> list[str]:
     return names[k:] + names[:k]
 
 
-def bench_embedding(backends: dict[str, Any], chunks: list[str], queries: list[str], batch_size: int = 32) -> dict[str, Any]:
-    """Chunks/s (batches interleaved across backends) and single-query p50 (queries interleaved), plus cosines."""
+def bench_embedding(backends: dict[str, Any], chunks: list[str], queries: list[str], batch_size: int = 32,
+                    product_batch: int | None = None) -> dict[str, Any]:
+    """Chunks/s (batches interleaved across backends) and single-query p50 (queries interleaved), plus cosines.
+
+    Throughput is measured at `batch_size` (today's path: 32) and, when `product_batch` differs, also at the
+    product's batch size (`embed_batch_size`) in the same interleaved loop: each group of `batch_size` chunks
+    is encoded by every (backend, batch) variant in turn. The results at `batch_size` are the top level
+    (ratios to fp32 at that batch); `at_product_batch` holds the others with ratios to fp32 at `batch_size`
+    (today's fp32 path) and to fp32 at the same batch (what the backend alone buys).
+    """
     from rag.backends import embedding_agreement
 
     names = list(backends)
+    batches = [batch_size] + ([product_batch] if product_batch and product_batch != batch_size else [])
+    variants = [(n, b) for b in batches for n in names]
     for b in backends.values():  # warm-up: first calls allocate
         b.encode(chunks[:4], batch_size=4)
         b.encode(queries[:1], batch_size=1)
-    secs = dict.fromkeys(names, 0.0)
+    secs = dict.fromkeys(variants, 0.0)
     vecs: dict[str, list[np.ndarray]] = {n: [] for n in names}
     for i, start in enumerate(range(0, len(chunks), batch_size)):
-        batch = chunks[start:start + batch_size]
-        for n in _rotated(names, i):
+        group = chunks[start:start + batch_size]
+        for n, b in _rotated(variants, i):
             t0 = time.perf_counter()
-            vecs[n].append(backends[n].encode(batch, batch_size=batch_size))
-            secs[n] += time.perf_counter() - t0
+            out = backends[n].encode(group, batch_size=b)
+            secs[(n, b)] += time.perf_counter() - t0
+            if b == batch_size:
+                vecs[n].append(out)
     lat: dict[str, list[float]] = {n: [] for n in names}
     qvecs: dict[str, list[np.ndarray]] = {n: [] for n in names}
     for i, q in enumerate(queries):
@@ -158,18 +170,24 @@ def bench_embedding(backends: dict[str, Any], chunks: list[str], queries: list[s
             lat[n].append(time.perf_counter() - t0)
     ref = np.concatenate(vecs["torch-fp32"])
     qref = np.stack(qvecs["torch-fp32"])
+    today = secs[("torch-fp32", batch_size)]
     out: dict[str, Any] = {}
     for n in names:
         both = np.concatenate([np.concatenate(vecs[n]), np.stack(qvecs[n])])
         agreement = embedding_agreement(np.concatenate([ref, qref]), both)
         out[n] = {
-            "chunks_per_s": len(chunks) / secs[n],
-            "chunks_per_s_ratio": secs["torch-fp32"] / secs[n],
+            "chunks_per_s": len(chunks) / secs[(n, batch_size)],
+            "chunks_per_s_ratio": today / secs[(n, batch_size)],
             "query_p50_ms": 1000 * statistics.median(lat[n]),
             "query_p50_ratio": statistics.median(lat[n]) / statistics.median(lat["torch-fp32"]),
             "min_cosine": agreement["min_cosine"],
             "mean_cosine": agreement["mean_cosine"],
         }
+    if len(batches) > 1:
+        pb = batches[1]
+        out["at_product_batch"] = {"batch": pb, "today_batch": batch_size, "backends": {
+            n: {"chunks_per_s": len(chunks) / secs[(n, pb)], "chunks_per_s_ratio": today / secs[(n, pb)],
+                "ratio_same_batch": secs[("torch-fp32", pb)] / secs[(n, pb)]} for n in names}}
     return out
 
 
@@ -267,7 +285,8 @@ def fit_head(cross_encoder: Any, chunks: list[str], exclude: set[str], n_questio
 
 
 def run(n_chunks: int = 96, n_queries: int = 40, n_rerank: int = 8, m: int = 30, state_dir: str | None = None,
-        budgets: Sequence[int] = (192, 128), rerank_model: str | None = None, head_questions: int = 0) -> dict[str, Any]:
+        budgets: Sequence[int] = (192, 128), rerank_model: str | None = None, head_questions: int = 0,
+        product_batch: int | None = None) -> dict[str, Any]:
     """Everything in one run: exports, embedding, queries, rerank, guards. Returns a JSON-able dict."""
     import tempfile
 
@@ -292,7 +311,8 @@ def run(n_chunks: int = 96, n_queries: int = 40, n_rerank: int = 8, m: int = 30,
     result["embedder_export_s"] = time.perf_counter() - t0
     chunks = packed_chunks(limit=100_000)
     queries = [q["question"] for q in squad_questions(seed_stride=13)][:n_queries]
-    result["embedding"] = bench_embedding(emb, chunks[:n_chunks], queries)
+    result["embedding"] = bench_embedding(emb, chunks[:n_chunks], queries, product_batch=product_batch)
+    result["embedding_at_product_batch"] = result["embedding"].pop("at_product_batch", None)
     result["embedder_guard"] = probe_backends("embedder", emb).to_dict()
 
     # A trained cross-encoder (e.g. `rag tune`'s) makes nDCG meaningful; the default has a random head.
@@ -368,8 +388,14 @@ def targets(r: dict[str, Any]) -> dict[str, Any]:
     passing = {k: v for k, v in r["embedding"].items() if guard.get(k, {}).get("passed")}
     out: dict[str, Any] = {}
     if passing:
-        best = max(passing, key=lambda k: passing[k]["chunks_per_s_ratio"])
-        value = passing[best]["chunks_per_s_ratio"]
+        # Today's path is fp32 at batch 32; the product's batch size (embed_batch_size) is part of the new path.
+        throughput = {k: v["chunks_per_s_ratio"] for k, v in passing.items()}
+        at_batch = r.get("embedding_at_product_batch")
+        if at_batch:
+            throughput.update({f"{k} batch{at_batch['batch']}": v["chunks_per_s_ratio"]
+                               for k, v in at_batch["backends"].items() if k in passing})
+        best = max(throughput, key=lambda k: throughput[k])
+        value = throughput[best]
         out["ingest_chunks_per_s_ratio"] = {"variant": best, "value": value, "target": f">= {TARGET_INGEST_RATIO}",
                                             "met": value >= TARGET_INGEST_RATIO}
         best = min(passing, key=lambda k: passing[k]["query_p50_ratio"])
@@ -405,6 +431,13 @@ def to_markdown(r: dict[str, Any]) -> str:
         g = guard.get(k, {})
         lines.append(f"| {k} | {v['chunks_per_s']:.1f} | {v['chunks_per_s_ratio']:.2f} | {v['query_p50_ms']:.1f} | {v['query_p50_ratio']:.2f} | "
                      f"{v['min_cosine']:.5f} | {v['mean_cosine']:.5f} | {'pass' if g.get('passed') else 'FAIL'}: {g.get('reason', '')} |")
+    at_batch = r.get("embedding_at_product_batch")
+    if at_batch:
+        lines += ["", f"At the product's batch size ({at_batch['batch']}, `embed_batch_size`), same chunks, same loop:", "",
+                  f"| backend | chunks/s | × today's path (fp32, batch {at_batch['today_batch']}) | × fp32 at batch {at_batch['batch']} |",
+                  "|---|---|---|---|"]
+        lines += [f"| {k} | {v['chunks_per_s']:.1f} | {v['chunks_per_s_ratio']:.2f} | {v['ratio_same_batch']:.2f} |"
+                  for k, v in at_batch["backends"].items()]
     lines += ["", f"auto would choose for the embedder: **{r['embedder_guard']['chosen']}** (probe of {r['embedder_guard']['probe_size']} texts)", "",
               f"### Rerank stage (`{r['rerank_model']}`), M={r['rerank_m']} BM25 candidates per question, {r['rerank_questions']} SQuAD questions, mean pair length {r['rerank_pair_tokens_mean']:.0f} tokens", "",
               (f"Head fitted on {r['fitted_head']['questions']} SQuAD questions ({r['fitted_head']['pairs']} pairs, train accuracy "
@@ -441,6 +474,12 @@ def to_markdown(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _default_embed_batch() -> int:
+    from rag.config import Settings
+
+    return Settings().embed_batch_size
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the backend benchmark and print the table (Markdown to stdout, or one JSON object with --json)."""
     parser = argparse.ArgumentParser(prog="python -m evals.bench_backends", description=__doc__.splitlines()[0])
@@ -452,11 +491,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rerank-model", default=None, help="cross-encoder folder (default: MiniLM with a random head)")
     parser.add_argument("--fit-head", type=int, default=0, metavar="N",
                         help="fit the cross-encoder head on N SQuAD questions first (makes nDCG meaningful)")
+    parser.add_argument("--product-batch", type=int, default=None,
+                        help="also measure throughput at this batch size (default: the embed_batch_size setting)")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--out", default=None, help="also write the Markdown table here")
     args = parser.parse_args(argv)
     result = run(args.chunks, args.queries, args.rerank_questions, args.m, args.state_dir, rerank_model=args.rerank_model,
-                 head_questions=args.fit_head)
+                 head_questions=args.fit_head, product_batch=args.product_batch or _default_embed_batch())
     table = to_markdown(result)
     if args.out:
         Path(args.out).write_text(table + "\n", encoding="utf-8")

@@ -37,7 +37,8 @@ class Settings:
     embed_model: str = "BAAI/bge-small-en-v1.5"
     # None = pick from the model name (BGE English models get BGE_QUERY_INSTRUCTION); "" = none.
     query_instruction: str | None = None
-    embed_batch_size: int = 32
+    # 16 measured faster than 32 for every backend on a 2-core EPYC (fp32 1.39x, bf16 1.35x, int8 1.56x; rag bench --parts backends)
+    embed_batch_size: int = 16
     embed_device: str = "cpu"
     rerank_model: str = "cross-encoder/ms-marco-MiniLM-L-6-v2"  # "none" turns reranking off
     rerank_batch_size: int = 32

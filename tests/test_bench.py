@@ -230,6 +230,12 @@ def test_backends_part_quick_reports_ratios_to_fp32(tmp_path, minilm_path, evald
     for name, v in b["embedding"].items():
         assert v["chunks_per_s_ratio"] == pytest.approx(v["chunks_per_s"] / fp32["chunks_per_s"], rel=1e-9), name
         assert v["query_p50_ratio"] == pytest.approx(v["query_p50_ms"] / fp32["query_p50_ms"], rel=1e-9), name
+    at_batch = b["embedding_at_product_batch"]  # the settings' embed_batch_size (16), beside today's 32
+    assert at_batch["batch"] == 16 and at_batch["today_batch"] == 32 and list(at_batch["backends"]) == kinds
+    for name, v in at_batch["backends"].items():
+        assert v["chunks_per_s_ratio"] == pytest.approx(v["chunks_per_s"] / fp32["chunks_per_s"], rel=1e-9), name
+        same = at_batch["backends"]["torch-fp32"]["chunks_per_s"]
+        assert v["ratio_same_batch"] == pytest.approx(v["chunks_per_s"] / same, rel=1e-9), name
     assert len(b["rerank"]) == len(kinds) * 3  # each backend on full passages and at budgets 192 and 128
     assert b["rerank"]["torch-fp32 full"]["stage_ratio"] == pytest.approx(1.0)
     rows = b["ratios_to_fp32"]

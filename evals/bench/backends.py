@@ -70,7 +70,8 @@ def bench_backends(settings: Settings, cfg: BackendsConfig, workdir: Path,
     progress(f"backends: {cfg.chunks} chunks, {cfg.queries} queries, {cfg.rerank_questions} rerank questions at "
              f"M={m} (ONNX export + int8 quantization first)")
     state = Path(workdir) / "backends_state"
-    raw = bb.run(cfg.chunks, cfg.queries, cfg.rerank_questions, m, state_dir=str(state), rerank_model=rerank_model)
+    raw = bb.run(cfg.chunks, cfg.queries, cfg.rerank_questions, m, state_dir=str(state), rerank_model=rerank_model,
+                 product_batch=settings.embed_batch_size)
     out = _json_safe(raw)
     out["config"] = {**asdict(cfg), "m": m}
     out["ratios_to_fp32"] = ratios_to_fp32(out)
