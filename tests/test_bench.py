@@ -97,6 +97,7 @@ def test_bench_reports_every_part_with_positive_figures(tiny_result):
         for leg in ("bm25_ms", "dense_ms", "hybrid_ms", "hybrid_unfiltered_ms"):
             assert _positive(row[leg]["p50"]), (row["store"], leg)
     assert _positive(edge["disk_mb"])
+    assert isinstance(edge["rss_anon_delta_mb"], float)  # Linux: the heap part of the RSS is reported beside it
     # the dense index as configured and read back, recall against exact search, the payloads-last path
     assert edge["index"] == {"quantization": "scalar", "hnsw_m": 16, "hnsw_ef_construct": 100, "hnsw_payload_m": None}
     # 300 points stay below the HNSW indexing threshold: the search scans and rescores, so it is exact

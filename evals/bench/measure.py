@@ -45,6 +45,19 @@ def rss_mb() -> float:
             return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
 
 
+def rss_anon_mb() -> float | None:
+    """The anonymous part of the RSS in MB (process heap: what memory-mapped files do not account for);
+    None where /proc/self/status has no RssAnon line (not Linux)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("RssAnon:"):
+                    return int(line.split()[1]) * 1024 / 1e6
+    except OSError:
+        pass
+    return None
+
+
 def ratio(a: float | None, b: float | None) -> float | None:
     """a / b rounded to 3 places; None when either is missing or b is 0."""
     if a is None or b is None or b == 0:

@@ -34,7 +34,7 @@ from evals.bench.baseline import bench_baseline_at_scale
 from evals.bench.config import BenchConfig
 from evals.bench.data import (RESTRICTED_EVERY, RESTRICTED_LABEL, SyntheticCorpus, Vocabulary, avg_bm25_len,
                               collection_info, fill_store, random_unit_vectors, vector_sampler)
-from evals.bench.measure import ms_since, public_filter, ratio, rss_mb, stats_ms
+from evals.bench.measure import ms_since, public_filter, ratio, rss_anon_mb, rss_mb, stats_ms
 from ingest.loaders import parse_file
 from rag.config import Settings
 from rag.errors import RagError
@@ -275,7 +275,7 @@ def build_and_measure(kind: str, store: Any, corpus: SyntheticCorpus, info: Any,
                       n_queries: int, optimize: bool) -> dict[str, Any]:
     """Create a collection in `store`, bulk-load `corpus`, (optimize), measure legs and memory."""
     gc.collect()
-    rss0 = rss_mb()
+    rss0, anon0 = rss_mb(), rss_anon_mb()
     t0 = time.perf_counter()
     store.create(info)
     fill = fill_store(store, corpus, encoder, progress=progress)
@@ -293,6 +293,10 @@ def build_and_measure(kind: str, store: Any, corpus: SyntheticCorpus, info: Any,
         progress(f"scale: {kind} {len(corpus):,}: optimized in {out['optimize_s']:.0f}s")
     gc.collect()
     out["rss_delta_mb"] = round(rss_mb() - rss0, 1)
+    # RSS counts the store's memory-mapped files (payloads, vectors, indexes: page cache the kernel can
+    # reclaim); the anonymous part is the memory the process itself holds.
+    anon = rss_anon_mb()
+    out["rss_anon_delta_mb"] = round(anon - anon0, 1) if anon is not None and anon0 is not None else None
     out["peak_rss_mb"] = round(peak_rss_mb(), 1)
     try:
         out["disk_mb"] = round(store.disk_bytes() / 1e6, 1)

@@ -140,10 +140,11 @@ def render_markdown(r: dict[str, Any]) -> str:
             rows.append([row["store"], row["chunks"], f"{row['bm25_ms']['p50']:.1f} / {row['bm25_ms']['p95']:.1f}",
                          f"{row['dense_ms']['p50']:.1f} / {row['dense_ms']['p95']:.1f}",
                          f"{row['hybrid_ms']['p50']:.1f} / {row['hybrid_ms']['p95']:.1f}",
-                         f"{row['hybrid_unfiltered_ms']['p50']:.1f}", un, row["rss_delta_mb"], row["disk_mb"],
+                         f"{row['hybrid_unfiltered_ms']['p50']:.1f}", un,
+                         f"{row['rss_delta_mb']} ({row.get('rss_anon_delta_mb', '–')} anon)", row["disk_mb"],
                          f"load {row['load_s']} s, optimize {row.get('optimize_s', '–')} s"])
         out += [_table(["store", "chunks", "bm25 p50/p95 ms", "dense p50/p95", "hybrid p50/p95", "hybrid unfiltered p50",
-                        "hybrid p50 before optimize", "RSS Δ MB", "disk MB", "build"], rows), ""]
+                        "hybrid p50 before optimize", "RSS Δ MB (anonymous)", "disk MB", "build"], rows), ""]
     sv = r.get("serve")
     if sv:
         out += render_serve(sv)
