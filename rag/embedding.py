@@ -16,7 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from rag.config import Settings
+from rag.config import DEFAULT_EMBED_BATCH_SIZE, Settings
 from rag.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ class EmbedderProtocol(Protocol):
 class Embedder:
     """A loaded sentence-transformers model with the query/passage conventions of this product."""
 
-    def __init__(self, model: Any, model_name: str, query_instruction: str = "", batch_size: int = 32,
+    def __init__(self, model: Any, model_name: str, query_instruction: str = "", batch_size: int = DEFAULT_EMBED_BATCH_SIZE,
                  query_model: Any = None) -> None:
         self._model = model
         # Single queries may run on another backend (`auto` picks the one with the least per-query latency,
@@ -123,7 +123,7 @@ def _model_dimension(model: Any) -> int | None:
     return getter()
 
 
-def load_embedder(model_name: str, query_instruction: str = "", batch_size: int = 32, device: str = "cpu",
+def load_embedder(model_name: str, query_instruction: str = "", batch_size: int = DEFAULT_EMBED_BATCH_SIZE, device: str = "cpu",
                   backend: str = "torch-fp32", state_dir: str = ".rag") -> Embedder:
     """Load a sentence-transformers model (a Hub name or a local path), once per process per arguments.
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from rag.config import DEFAULT_EMBED_BATCH_SIZE
 from rag.embedding import Embedder, embedder_from_settings, load_embedder
 from rag.errors import ModelLoadError
 
@@ -58,7 +59,7 @@ def test_count_tokens_uses_model_tokenizer_without_specials(embedder):
 
 def test_load_is_cached_across_call_styles(embedder, minilm_path, settings):
     assert load_embedder(minilm_path) is embedder
-    assert load_embedder(minilm_path, "", 32, "cpu") is embedder
+    assert load_embedder(minilm_path, "", DEFAULT_EMBED_BATCH_SIZE, "cpu") is embedder
     assert embedder_from_settings(settings) is embedder  # MiniLM: no query instruction resolved
 
 
