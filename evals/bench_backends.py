@@ -26,6 +26,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from rag.config import DEFAULT_EMBED_BATCH_SIZE
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -134,14 +136,14 @@ def _rotated(names: list[str], i: int) -> list[str]:
 
 
 def bench_embedding(backends: dict[str, Any], chunks: list[str], queries: list[str], batch_size: int = 32,
-                    product_batch: int | None = None) -> dict[str, Any]:
+                    product_batch: int | None = None) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """Chunks/s (batches interleaved across backends) and single-query p50 (queries interleaved), plus cosines.
 
     Throughput is measured at `batch_size` (today's path: 32) and, when `product_batch` differs, also at the
     product's batch size (`embed_batch_size`) in the same interleaved loop: each group of `batch_size` chunks
-    is encoded by every (backend, batch) variant in turn. The results at `batch_size` are the top level
-    (ratios to fp32 at that batch); `at_product_batch` holds the others with ratios to fp32 at `batch_size`
-    (today's fp32 path) and to fp32 at the same batch (what the backend alone buys).
+    is encoded by every (backend, batch) variant in turn. Returns the results per backend at `batch_size`
+    (ratios to fp32 at that batch), and those at `product_batch` (None when it is the same) with ratios to
+    fp32 at `batch_size` (today's fp32 path) and to fp32 at the same batch (what the backend alone buys).
     """
     from rag.backends import embedding_agreement
 
@@ -183,12 +185,12 @@ def bench_embedding(backends: dict[str, Any], chunks: list[str], queries: list[s
             "min_cosine": agreement["min_cosine"],
             "mean_cosine": agreement["mean_cosine"],
         }
-    if len(batches) > 1:
-        pb = batches[1]
-        out["at_product_batch"] = {"batch": pb, "today_batch": batch_size, "backends": {
-            n: {"chunks_per_s": len(chunks) / secs[(n, pb)], "chunks_per_s_ratio": today / secs[(n, pb)],
-                "ratio_same_batch": secs[("torch-fp32", pb)] / secs[(n, pb)]} for n in names}}
-    return out
+    if len(batches) == 1:
+        return out, None
+    pb = batches[1]
+    return out, {"batch": pb, "today_batch": batch_size, "backends": {
+        n: {"chunks_per_s": len(chunks) / secs[(n, pb)], "chunks_per_s_ratio": today / secs[(n, pb)],
+            "ratio_same_batch": secs[("torch-fp32", pb)] / secs[(n, pb)]} for n in names}}
 
 
 def _ndcg_at_10(scores: Sequence[float], relevant: Sequence[bool]) -> float:
@@ -311,8 +313,8 @@ def run(n_chunks: int = 96, n_queries: int = 40, n_rerank: int = 8, m: int = 30,
     result["embedder_export_s"] = time.perf_counter() - t0
     chunks = packed_chunks(limit=100_000)
     queries = [q["question"] for q in squad_questions(seed_stride=13)][:n_queries]
-    result["embedding"] = bench_embedding(emb, chunks[:n_chunks], queries, product_batch=product_batch)
-    result["embedding_at_product_batch"] = result["embedding"].pop("at_product_batch", None)
+    result["embedding"], result["embedding_at_product_batch"] = bench_embedding(
+        emb, chunks[:n_chunks], queries, product_batch=product_batch)
     result["embedder_guard"] = probe_backends("embedder", emb).to_dict()
 
     # A trained cross-encoder (e.g. `rag tune`'s) makes nDCG meaningful; the default has a random head.
@@ -474,12 +476,6 @@ def to_markdown(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _default_embed_batch() -> int:
-    from rag.config import Settings
-
-    return Settings().embed_batch_size
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the backend benchmark and print the table (Markdown to stdout, or one JSON object with --json)."""
     parser = argparse.ArgumentParser(prog="python -m evals.bench_backends", description=__doc__.splitlines()[0])
@@ -491,13 +487,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rerank-model", default=None, help="cross-encoder folder (default: MiniLM with a random head)")
     parser.add_argument("--fit-head", type=int, default=0, metavar="N",
                         help="fit the cross-encoder head on N SQuAD questions first (makes nDCG meaningful)")
-    parser.add_argument("--product-batch", type=int, default=None,
+    parser.add_argument("--product-batch", type=int, default=DEFAULT_EMBED_BATCH_SIZE,
                         help="also measure throughput at this batch size (default: the embed_batch_size setting)")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--out", default=None, help="also write the Markdown table here")
     args = parser.parse_args(argv)
     result = run(args.chunks, args.queries, args.rerank_questions, args.m, args.state_dir, rerank_model=args.rerank_model,
-                 head_questions=args.fit_head, product_batch=args.product_batch or _default_embed_batch())
+                 head_questions=args.fit_head, product_batch=args.product_batch)
     table = to_markdown(result)
     if args.out:
         Path(args.out).write_text(table + "\n", encoding="utf-8")

@@ -34,28 +34,30 @@ def stats_ms(values: Sequence[float]) -> dict[str, float]:
     return {"n": int(summary["count"]), **{key: round(float(summary[key]), 3) for key in ("p50", "p95", "mean")}}
 
 
-def rss_mb() -> float:
-    """Resident set size of this process in MB (psutil, else /proc)."""
+def _resident_bytes() -> tuple[int, int]:
+    """(resident, resident file-backed + shared) bytes of this process (psutil, else /proc/self/statm)."""
     try:
         import psutil  # optional: /proc is the fallback
 
-        return psutil.Process().memory_info().rss / 1e6
+        info = psutil.Process().memory_info()
+        return info.rss, getattr(info, "shared", 0)
     except ImportError:  # pragma: no cover - psutil ships with the dev environment
         with open("/proc/self/statm") as fh:
-            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+            fields = fh.read().split()
+        page = os.sysconf("SC_PAGE_SIZE")
+        return int(fields[1]) * page, int(fields[2]) * page
 
 
-def rss_anon_mb() -> float | None:
-    """The anonymous part of the RSS in MB (process heap: what memory-mapped files do not account for);
-    None where /proc/self/status has no RssAnon line (not Linux)."""
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("RssAnon:"):
-                    return int(line.split()[1]) * 1024 / 1e6
-    except OSError:
-        pass
-    return None
+def rss_mb() -> float:
+    """Resident set size of this process in MB."""
+    return _resident_bytes()[0] / 1e6
+
+
+def rss_anon_mb() -> float:
+    """The anonymous part of the RSS in MB: the process's own memory, without the memory-mapped files
+    (and shared memory) the RSS also counts."""
+    rss, shared = _resident_bytes()
+    return (rss - shared) / 1e6
 
 
 def ratio(a: float | None, b: float | None) -> float | None:

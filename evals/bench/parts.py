@@ -295,8 +295,7 @@ def build_and_measure(kind: str, store: Any, corpus: SyntheticCorpus, info: Any,
     out["rss_delta_mb"] = round(rss_mb() - rss0, 1)
     # RSS counts the store's memory-mapped files (payloads, vectors, indexes: page cache the kernel can
     # reclaim); the anonymous part is the memory the process itself holds.
-    anon = rss_anon_mb()
-    out["rss_anon_delta_mb"] = round(anon - anon0, 1) if anon is not None and anon0 is not None else None
+    out["rss_anon_delta_mb"] = round(rss_anon_mb() - anon0, 1)
     out["peak_rss_mb"] = round(peak_rss_mb(), 1)
     try:
         out["disk_mb"] = round(store.disk_bytes() / 1e6, 1)

@@ -186,16 +186,18 @@ def dense_of(vector: Any) -> list[float] | None:
     return list(vector.get(DENSE) or []) if isinstance(vector, dict) else list(vector)
 
 
+# Fields a stored point may lack. `acl` is not here: each chunk gets its own empty list (no labels: what the
+# engine's ACL filter makes of it), never one list shared by every decoded chunk.
 _CHUNK_DEFAULTS: dict[str, Any] = {
     "text": "", "file_path": "", "file_hash": "", "file_type": "", "chunk_index": 0, "chunk_count": 1,
-    "char_start": 0, "char_end": 0, "acl": [],  # no labels: what the engine's ACL filter makes of it
+    "char_start": 0, "char_end": 0,
 }
 
 
 def decode_chunk(point_id: Any, payload: dict[str, Any] | None) -> Chunk:
     """A Chunk from a stored point; missing fields get defaults, unknown and internal fields are ignored."""
     if not payload:  # an id-only search hit (with_payload=False): ~200 per hybrid query, so the short path
-        return Chunk(str(point_id), "", "", "", "", 0, 1, 0, 0, acl=[])
+        return Chunk(id=str(point_id), acl=[], **_CHUNK_DEFAULTS)
     # Points written by an older version (or by hand) may lack fields: fill them rather than crash a search.
     return Chunk.from_payload(str(point_id), {**_CHUNK_DEFAULTS, "acl": [], **public_payload(payload)})
 

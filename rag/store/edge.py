@@ -108,6 +108,12 @@ def _payload_memory() -> Any:
     return _qe().Memory.Cached
 
 
+def _sparse_vectors() -> dict[str, Any]:
+    """The BM25 leg's sparse vector: term weights from our encoder, IDF applied by the engine."""
+    qe = _qe()
+    return {SPARSE: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)}
+
+
 def _load_shard(path: str) -> Any:
     """Open an existing shard with payloads Cached (recorded in the shard's config from then on).
 
@@ -116,8 +122,7 @@ def _load_shard(path: str) -> Any:
     another tool) opens as it is.
     """
     qe = _qe()
-    config = qe.EdgeConfig(sparse_vectors={SPARSE: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
-                           payload_memory=_payload_memory())
+    config = qe.EdgeConfig(sparse_vectors=_sparse_vectors(), payload_memory=_payload_memory())
     try:
         return qe.EdgeShard.load(path, config)
     except Exception as exc:  # incompatible with the stored config: open it unchanged (and say so)
@@ -300,7 +305,7 @@ class EdgeStore(Store):
                     hnsw_config=qe.HnswIndexConfig(m=ix.hnsw_m, ef_construct=ix.hnsw_ef_construct,
                                                    full_scan_threshold=ix.full_scan_threshold_kb,
                                                    payload_m=ix.hnsw_payload_m))},
-                sparse_vectors={SPARSE: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
+                sparse_vectors=_sparse_vectors(),
                 optimizers=(qe.EdgeOptimizersConfig(indexing_threshold=ix.indexing_threshold_kb)
                             if ix.indexing_threshold_kb is not None else None),
                 payload_memory=_payload_memory(),
